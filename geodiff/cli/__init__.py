@@ -1,0 +1,85 @@
+"""Thin command-line layer: ``geodiff <command>``. Commands only parse options and call the library.
+
+Each command lives in its own module under ``geodiff.cli`` and is imported lazily, so ``geodiff --help`` and
+``geodiff rasterize`` never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from geodiff import __version__
+from geodiff.errors import GeodiffError
+
+# command name -> (module, attribute, short help)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "rasterize": ("geodiff.cli.rasterize", "rasterize", "OpenStreetMap -> semantic map GeoTIFF."),
+    "synth": ("geodiff.cli.synth", "synth", "Synthetic aerial imagery GeoTIFF for a bbox."),
+    "dataset": ("geodiff.cli.dataset", "dataset", "Build training datasets of (image, mask) tiles."),
+    "train": ("geodiff.cli.train", "train", "Train the autoencoder or the diffusion model."),
+    "evaluate": ("geodiff.cli.evaluate", "evaluate", "Measure a model: map fidelity, distribution distance, seams."),
+    "augment": ("geodiff.cli.augment", "augment", "Generate a paired synthetic image + mask dataset."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # command not built yet in this version
+                return None
+            raise
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="geodiff")
+def cli() -> None:
+    """geodiff: synthetic, georeferenced aerial imagery from OpenStreetMap.
+
+    \b
+    Typical use:
+      geodiff rasterize --bbox 7.418,43.732,7.422,43.735 --osm monaco.osm.pbf --out map.tif
+      geodiff synth --bbox 7.418,43.732,7.422,43.735 --out area.tif
+    Bounding boxes are W,S,E,N in lon/lat (WGS84) unless --bbox-crs says otherwise.
+    Output data derived from OpenStreetMap: (c) OpenStreetMap contributors, ODbL.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning geodiff errors into a one-line message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="geodiff", standalone_mode=False)
+    except GeodiffError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted: no output was written under the final name.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("Interrupted: no output was written under the final name.", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
