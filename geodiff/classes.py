@@ -29,7 +29,9 @@ CLASSES: tuple[SemanticClass, ...] = (
     SemanticClass(BACKGROUND, "background", (214, 200, 160), "bare land, pavement, anything unmapped"),
     SemanticClass(BUILDING, "building", (192, 57, 43), "building footprints"),
     SemanticClass(ROAD, "road", (127, 140, 141), "roads and paths, buffered by type/width/lanes"),
-    SemanticClass(WATER, "water", (46, 134, 193), "water bodies, rivers, pools and the sea side of coastlines"),
+    SemanticClass(
+        WATER, "water", (46, 134, 193), "water bodies, rivers, pools and the sea side of coastlines"
+    ),
     SemanticClass(VEGETATION, "vegetation", (39, 174, 96), "parks, forest, grass, gardens, scrub"),
 )
 NUM_CLASSES = len(CLASSES)
@@ -133,8 +135,18 @@ AREA_RULES: dict[int, tuple[tuple[str, frozenset[str] | None], ...]] = {
             "landuse",
             frozenset(
                 {
-                    "forest", "grass", "meadow", "orchard", "vineyard", "village_green", "recreation_ground",
-                    "allotments", "plant_nursery", "greenfield", "farmland", "flowerbed",
+                    "forest",
+                    "grass",
+                    "meadow",
+                    "orchard",
+                    "vineyard",
+                    "village_green",
+                    "recreation_ground",
+                    "allotments",
+                    "plant_nursery",
+                    "greenfield",
+                    "farmland",
+                    "flowerbed",
                 }
             ),
         ),
@@ -178,6 +190,11 @@ def _parse_number(text: str | None) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _is_highway_area(tags: Mapping[str, object]) -> bool:
+    """Closed highway ways tagged ``area=yes`` (pedestrian squares, ...) are paved areas, not lines."""
+    return _tag(tags, "highway") in ROAD_WIDTHS_M and _tag(tags, "area") == "yes"
+
+
 def area_class(tags: Mapping[str, object]) -> int | None:
     """Class of a closed way / multipolygon from its tags, or None if it is not mapped to any class.
 
@@ -186,6 +203,8 @@ def area_class(tags: Mapping[str, object]) -> int | None:
     if _is_hidden(tags):
         return None
     for cid in reversed(PAINT_ORDER):
+        if cid == ROAD and _is_highway_area(tags):
+            return ROAD
         for key, values in AREA_RULES[cid]:
             value = _tag(tags, key)
             if value is None or value == "no":
@@ -230,6 +249,13 @@ def point_class_and_width(tags: Mapping[str, object]) -> tuple[int, float] | Non
 def is_coastline(tags: Mapping[str, object]) -> bool:
     """natural=coastline ways: land on the left, sea on the right of the way direction."""
     return _tag(tags, "natural") == "coastline"
+
+
+# Every tag key the rule functions above read: sources may drop all other tags before classifying.
+RULE_TAG_KEYS: frozenset[str] = frozenset(
+    {key for rules in AREA_RULES.values() for key, _ in rules}
+    | {"highway", "area", "waterway", "natural", "width", "lanes", "location", "tunnel", "layer", "bridge"}
+)
 
 
 def overpass_tag_filter() -> dict[str, bool | list[str]]:

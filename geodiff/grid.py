@@ -88,9 +88,7 @@ def validate_bbox(bbox: BBox) -> BBox:
                 raise InvalidBBoxError(f"longitude {lon} is outside [-180, 180]: the bbox order is W,S,E,N")
     if w >= e or s >= n:
         what = "inverted" if (w > e or s > n) else "degenerate (zero width or height)"
-        raise InvalidBBoxError(
-            f"bbox {bbox} is {what}: give W,S,E,N with west < east and south < north"
-        )
+        raise InvalidBBoxError(f"bbox {bbox} is {what}: give W,S,E,N with west < east and south < north")
     return bbox
 
 
@@ -132,14 +130,16 @@ class Grid:
         left, top = self.transform.c, self.transform.f
         return (left, top - self.height * self.resolution, left + self.width * self.resolution, top)
 
-    def pixel_to_world(self, row: np.ndarray | float, col: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_to_world(
+        self, row: np.ndarray | float, col: np.ndarray | float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """CRS coordinates of pixel centres (row, col may be fractional arrays)."""
-        x, y = self.transform * (np.asarray(col, dtype=float) + 0.5, np.asarray(row, dtype=float) + 0.5)
+        x, y = self.transform @ (np.asarray(col, dtype=float) + 0.5, np.asarray(row, dtype=float) + 0.5)
         return np.asarray(x), np.asarray(y)
 
     def world_to_pixel(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Fractional (row, col) whose centre is at (x, y); inverse of :meth:`pixel_to_world`."""
-        col, row = ~self.transform * (np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        col, row = ~self.transform @ (np.asarray(x, dtype=float), np.asarray(y, dtype=float))
         return np.asarray(row) - 0.5, np.asarray(col) - 0.5
 
     def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
@@ -163,7 +163,9 @@ def grid_for_bbox(
     is snapped outward to whole multiples of ``resolution`` so nested bboxes share pixel edges.
     """
     if not (isinstance(resolution, (int, float)) and math.isfinite(resolution) and resolution > 0):
-        raise InvalidParameterError(f"resolution must be a positive number of metres per pixel, got {resolution!r}")
+        raise InvalidParameterError(
+            f"resolution must be a positive number of metres per pixel, got {resolution!r}"
+        )
     validate_bbox(bbox)
     if crs is not None:
         target = parse_crs(crs)

@@ -38,7 +38,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
     target = Path(path)
     if target.is_dir():
-        raise InvalidParameterError(f"output {target} is a folder: give a file name such as {target / 'out.tif'}")
+        raise InvalidParameterError(
+            f"output {target} is a folder: give a file name such as {target / 'out.tif'}"
+        )
     if not target.parent.exists():
         raise InvalidParameterError(f"output folder {target.parent} does not exist: create it first")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
@@ -87,13 +89,34 @@ def geotiff_writer(
         opts["tiled"] = False
     with atomic_path(path) as tmp:
         with rasterio.open(
-            tmp, "w", width=grid.width, height=grid.height, count=count, dtype=dtype, crs=grid.crs.to_wkt(),
-            transform=grid.transform, **opts,
+            tmp,
+            "w",
+            width=grid.width,
+            height=grid.height,
+            count=count,
+            dtype=dtype,
+            crs=grid.crs.to_wkt(),
+            transform=grid.transform,
+            **opts,
         ) as dst:
             dst.update_tags(**provenance_tags(tags))
             for i, desc in enumerate(band_descriptions or (), start=1):
                 dst.set_band_description(i, desc)
             yield dst
+
+
+@contextlib.contextmanager
+def class_map_writer(
+    path: str | os.PathLike[str], grid: Grid, tags: Mapping[str, object] | None = None
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """An atomic one-band class-map GeoTIFF (colour table, class names, attribution) for block-wise writing."""
+    all_tags = {**class_table_tags(), **(tags or {})}
+    with geotiff_writer(path, grid, 1, "uint8", all_tags, ("semantic class",), nodata=None) as dst:
+        cmap = {c.id: (*c.color, 255) for c in CLASSES}
+        cmap[IGNORE] = (0, 0, 0, 0)
+        dst.write_colormap(1, cmap)
+        dst.update_tags(1, **{f"CLASS_{c.id}": c.name for c in CLASSES})
+        yield dst
 
 
 def write_class_map(
@@ -102,13 +125,8 @@ def write_class_map(
     """Write an (H, W) uint8 class map with a colour table, class names and attribution."""
     if class_map.shape != grid.shape:
         raise ValueError(f"class map shape {class_map.shape} does not match grid shape {grid.shape}")
-    all_tags = {**class_table_tags(), **(tags or {})}
-    with geotiff_writer(path, grid, 1, "uint8", all_tags, ("semantic class",), nodata=None) as dst:
+    with class_map_writer(path, grid, tags) as dst:
         dst.write(class_map.astype(np.uint8), 1)
-        cmap = {c.id: (*c.color, 255) for c in CLASSES}
-        cmap[IGNORE] = (0, 0, 0, 0)
-        dst.write_colormap(1, cmap)
-        dst.update_tags(1, **{f"CLASS_{c.id}": c.name for c in CLASSES})
     return Path(path)
 
 
@@ -143,7 +161,9 @@ def read_raster(path: str | os.PathLike[str]) -> tuple[np.ndarray, Grid, dict[st
     try:
         with rasterio.open(p) as src:
             if src.crs is None:
-                raise CorruptFileError(f"raster {p} has no CRS: georeference it first (e.g. gdal_edit.py -a_srs)")
+                raise CorruptFileError(
+                    f"raster {p} has no CRS: georeference it first (e.g. gdal_edit.py -a_srs)"
+                )
             grid = Grid(CRS.from_wkt(src.crs.to_wkt()), src.transform, src.width, src.height)
             return src.read(), grid, dict(src.tags())
     except RasterioIOError as exc:

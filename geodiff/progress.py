@@ -60,8 +60,14 @@ class TqdmProgress:
     def __init__(self, description: str = "geodiff", disable: bool = False) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=1000, desc=description, unit="‰", disable=disable, file=sys.stderr,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+        self.bar = tqdm(
+            total=1000,
+            desc=description,
+            unit="‰",
+            disable=disable,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+        )
 
     def __call__(self, fraction: float, message: str) -> None:
         self.bar.n = int(round(fraction * 1000))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 # Ground resolution (metres per pixel) of the shipped default model's training data. The rasterizer uses it
 # as its default so maps match what the model was trained on; tests check the shipped model agrees.
-DEFAULT_RESOLUTION_M = 0.5
+# 1.0 m/px was measured on the Dubai training data (road widths, car and truck lengths; see the model card).
+DEFAULT_RESOLUTION_M = 1.0
 
 # Window size the diffusion model works on, in pixels.
 TILE_SIZE = 256
@@ -41,6 +42,8 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache)
     max_pixels: int = 400_000_000
     """Largest grid (width x height) geodiff will allocate; larger requests must lower the resolution."""
+    max_strip_pixels: int = 16_000_000
+    """Synthesis works on strips of at most about this many canvas pixels at a time (bounds RAM/GPU memory)."""
     default_resolution_m: float = DEFAULT_RESOLUTION_M
     model_dir: Path = DEFAULT_MODEL_DIR
 

@@ -20,7 +20,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("geodiff.cli.synth", "synth", "Synthetic aerial imagery GeoTIFF for a bbox."),
     "dataset": ("geodiff.cli.dataset", "dataset", "Build training datasets of (image, mask) tiles."),
     "train": ("geodiff.cli.train", "train", "Train the autoencoder or the diffusion model."),
-    "evaluate": ("geodiff.cli.evaluate", "evaluate", "Measure a model: map fidelity, distribution distance, seams."),
+    "evaluate": (
+        "geodiff.cli.evaluate",
+        "evaluate",
+        "Measure a model: map fidelity, distribution distance, seams.",
+    ),
     "augment": ("geodiff.cli.augment", "augment", "Generate a paired synthetic image + mask dataset."),
 }
 
@@ -46,7 +50,9 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="geodiff")
 def cli() -> None:
     """geodiff: synthetic, georeferenced aerial imagery from OpenStreetMap.

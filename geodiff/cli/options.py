@@ -14,30 +14,68 @@ from geodiff.progress import JsonLinesProgress, TqdmProgress
 F = Callable[..., Any]
 
 
-def bbox_options(f: F) -> F:
-    f = click.option("--crs", "crs", default=None, metavar="CRS",
-                     help="Output CRS (projected, metres). Default: UTM zone of the bbox centre.")(f)
-    f = click.option("--bbox-crs", default="EPSG:4326", show_default=True, metavar="CRS",
-                     help="CRS of the --bbox numbers.")(f)
-    f = click.option("--bbox", required=True, metavar="W,S,E,N",
-                     help="Area as west,south,east,north (lon/lat degrees unless --bbox-crs).")(f)
-    return f
+def bbox_options(required: bool = True) -> Callable[[F], F]:
+    """--bbox, --bbox-crs and --crs, the same in every command."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--crs",
+            "crs",
+            default=None,
+            metavar="CRS",
+            help="Output CRS (projected, metres). Default: UTM zone of the bbox centre.",
+        )(f)
+        f = click.option(
+            "--bbox-crs",
+            default="EPSG:4326",
+            show_default=True,
+            metavar="CRS",
+            help="CRS of the --bbox numbers.",
+        )(f)
+        return click.option(
+            "--bbox",
+            required=required,
+            default=None,
+            metavar="W,S,E,N",
+            help="Area as west,south,east,north (lon/lat degrees unless --bbox-crs).",
+        )(f)
+
+    return decorate
 
 
 def source_options(f: F) -> F:
-    f = click.option("--class-field", default="class", show_default=True,
-                     help="Attribute of --vector features holding the class name or id.")(f)
-    f = click.option("--vector", "vector_path", type=click.Path(path_type=Path), default=None,
-                     help="GeoJSON/GeoPackage layer with a class attribute (instead of OSM).")(f)
-    f = click.option("--osm", "osm_path", type=click.Path(path_type=Path), default=None,
-                     help="Local OSM file (.osm, .osm.bz2, .osm.pbf). Default: download from Overpass.")(f)
+    f = click.option(
+        "--class-field",
+        default="class",
+        show_default=True,
+        help="Attribute of --vector features holding the class name or id.",
+    )(f)
+    f = click.option(
+        "--vector",
+        "vector_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="GeoJSON/GeoPackage layer with a class attribute (instead of OSM).",
+    )(f)
+    f = click.option(
+        "--osm",
+        "osm_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Local OSM file (.osm, .osm.bz2, .osm.pbf). Default: download from Overpass.",
+    )(f)
     return f
 
 
 def progress_option(f: F) -> F:
-    return click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]),
-                        default="bar", show_default=True,
-                        help="Progress display on stderr; 'json' writes one JSON object per line.")(f)
+    return click.option(
+        "--progress",
+        "progress_mode",
+        type=click.Choice(["bar", "json", "none"]),
+        default="bar",
+        show_default=True,
+        help="Progress display on stderr; 'json' writes one JSON object per line.",
+    )(f)
 
 
 def overwrite_option(f: F) -> F:
@@ -64,6 +102,8 @@ def check_outputs(paths: list[Path | None], overwrite: bool) -> None:
         if p is None:
             continue
         if p.exists() and not overwrite:
-            raise InvalidParameterError(f"{p} already exists: pass --overwrite to replace it, or choose another name")
+            raise InvalidParameterError(
+                f"{p} already exists: pass --overwrite to replace it, or choose another name"
+            )
         if not p.parent.exists():
             raise InvalidParameterError(f"output folder {p.parent} does not exist: create it first")

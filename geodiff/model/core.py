@@ -1,0 +1,451 @@
+"""``GeodiffModel``: autoencoder + map conditioner + U-Net + noise schedule, saved as one folder."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UNet2DConditionModel,
+    VQModel,
+)
+from torch import nn
+
+from geodiff.classes import CLASSES
+from geodiff.errors import ModelError
+from geodiff.model.conditioning import Conditioning, MapConditioner
+from geodiff.model.config import ModelConfig
+
+SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
+MAX_SHARD_SIZE = "15MB"
+
+_HOW_TO_GET = (
+    "Use the shipped model (models/geodiff-default in the repository), pass --model with a complete model folder, "
+    "or train one: `geodiff dataset build ...`, `geodiff train autoencoder --config configs/<x>.toml`, then "
+    "`geodiff train diffusion --config configs/<x>.toml`."
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building blocks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_autoencoder(cfg: ModelConfig) -> AutoencoderKL | VQModel:
+    """A fresh (untrained) autoencoder as described by ``cfg``."""
+    n = len(cfg.vae_block_channels)
+    common: dict[str, Any] = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_block_channels),
+        layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=cfg.vae_norm_groups,
+        sample_size=cfg.tile_size,
+        scaling_factor=1.0,
+        mid_block_add_attention=cfg.vae_mid_attention,
+    )
+    if cfg.vae_type == "vq":
+        return VQModel(
+            num_vq_embeddings=cfg.vae_num_vq_embeddings, vq_embed_dim=cfg.latent_channels, **common
+        )
+    return AutoencoderKL(**common)
+
+
+def load_autoencoder(
+    path_or_id: str | os.PathLike[str],
+    subfolder: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> AutoencoderKL | VQModel:
+    """Load any diffusers-format ``AutoencoderKL`` / ``VQModel`` from a local folder or a hub id.
+
+    Parameters
+    ----------
+    path_or_id
+        A folder holding ``config.json`` + weights (or its parent with ``subfolder``), or a hub repo id such as
+        ``"CompVis/ldm-super-resolution-4x-openimages"`` (needs internet).
+    subfolder
+        Sub-folder inside the folder/repo, e.g. ``"vqvae"`` or ``"vae"``.
+    """
+    kwargs: dict[str, Any] = {}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    try:
+        config = AutoencoderKL.load_config(str(path_or_id), **kwargs)
+    except Exception as exc:  # diffusers raises OSError/EnvironmentError/HF errors
+        raise ModelError(
+            f"cannot read an autoencoder config from {path_or_id!s}"
+            f"{' (subfolder ' + subfolder + ')' if subfolder else ''}: {exc}"
+        ) from exc
+    name = config.get("_class_name", "AutoencoderKL")
+    classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
+    if name not in classes:
+        raise ModelError(
+            f"{path_or_id!s}: autoencoder class {name!r} is not supported; use AutoencoderKL or VQModel"
+        )
+    try:
+        return classes[name].from_pretrained(str(path_or_id), torch_dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"cannot load the autoencoder weights from {path_or_id!s}: {exc}") from exc
+
+
+def build_unet(cfg: ModelConfig, in_extra: int) -> UNet2DConditionModel:
+    """The denoiser for ``cfg``; ``in_extra`` map channels are concatenated to the latent."""
+    xattn = cfg.uses_xattn
+    levels = [bool(a) and xattn for a in cfg.unet_attention_levels]
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels))
+    return UNet2DConditionModel(
+        sample_size=cfg.tile_size // cfg.latent_factor,
+        in_channels=cfg.latent_channels + in_extra,
+        out_channels=cfg.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn" if xattn else "UNetMidBlock2D",
+        block_out_channels=tuple(cfg.unet_block_channels),
+        layers_per_block=cfg.unet_layers_per_block,
+        norm_num_groups=cfg.unet_norm_groups,
+        cross_attention_dim=cfg.context_dim,
+        attention_head_dim=cfg.attention_head_dim,
+    )
+
+
+def build_map_conditioner(cfg: ModelConfig) -> MapConditioner:
+    return MapConditioner(
+        num_classes=cfg.num_classes,
+        latent_factor=cfg.latent_factor,
+        conditioning=cfg.conditioning,
+        map_embedding=cfg.map_embedding,
+        map_embed_dim=cfg.map_embed_dim,
+        encoder_channels=tuple(cfg.map_encoder_channels),
+        cond_channels=cfg.map_cond_channels,
+        context_dim=cfg.context_dim,
+        context_pool=cfg.context_pool,
+        pos_grid=max(1, -(-cfg.tile_size // cfg.latent_factor // cfg.context_pool)),
+    )
+
+
+def build_scheduler_config(cfg: ModelConfig) -> dict[str, Any]:
+    """DDPM config with the betas written out, so every sampler is built from the very same numbers."""
+    base = DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+    )
+    sched = DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        trained_betas=base.betas.double().numpy().tolist(),
+        prediction_type=cfg.prediction_type,
+        clip_sample=False,
+        timestep_spacing="trailing",
+    )
+    return dict(sched.config)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------------------
+
+
+class GeodiffModel(nn.Module):
+    """A map-conditioned latent diffusion model (one class for all five conditioning variants).
+
+    Parameters
+    ----------
+    config
+        The :class:`ModelConfig`.
+    vae, unet, map_encoder
+        Pre-built parts; each is built fresh from ``config`` when ``None``.
+    scheduler_config
+        The saved DDPM scheduler config (with ``trained_betas``); built from ``config`` when ``None``.
+
+    Notes
+    -----
+    The contract other modules rely on (docs/ARCHITECTURE.md, "Model contract"): ``from_pretrained``,
+    ``save_pretrained``, ``condition``, ``predict_noise``, ``decode_latents``, ``encode_images``,
+    ``make_scheduler``, ``config.resolution_m``, ``config.tile_size`` and ``latent_factor``.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vae: AutoencoderKL | VQModel | None = None,
+        unet: UNet2DConditionModel | None = None,
+        map_encoder: MapConditioner | None = None,
+        scheduler_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.vae = vae if vae is not None else build_autoencoder(config)
+        self.map_encoder = map_encoder if map_encoder is not None else build_map_conditioner(config)
+        self.unet = unet if unet is not None else build_unet(config, self.map_encoder.feat_channels)
+        self.scheduler_config = dict(scheduler_config or build_scheduler_config(config))
+
+    # -- properties -----------------------------------------------------------------------------------------
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent cell along one axis (4 for an f4 autoencoder)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def window_multiple(self) -> int:
+        """Window sizes (pixels) must be multiples of this."""
+        return self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def set_autoencoder(self, vae: AutoencoderKL | VQModel) -> None:
+        """Swap in another (e.g. pretrained) autoencoder; config fields describing it are updated."""
+        self.vae = vae
+        self.config.vae_type = "vq" if isinstance(vae, VQModel) else "kl"
+        self.config.vae_block_channels = list(vae.config.block_out_channels)
+        self.config.latent_channels = int(vae.config.latent_channels)
+
+    # -- inference API ----------------------------------------------------------------------------------------
+    def condition(self, class_map: torch.Tensor | np.ndarray) -> Conditioning:
+        """Encode a class map (``[B, H, W]`` or ``[H, W]`` ids ``0..C-1``; 255 = no class) once per window."""
+        if isinstance(class_map, np.ndarray):
+            class_map = torch.from_numpy(class_map.astype(np.int64))
+        class_map = class_map.to(self.device)
+        if class_map.ndim == 2:
+            class_map = class_map.unsqueeze(0)
+        h, w = class_map.shape[-2:]
+        m = self.window_multiple
+        if h % m or w % m:
+            raise ModelError(
+                f"class map of {h}x{w} px: window sides must be multiples of {m} px for this model"
+            )
+        cond = self.map_encoder(class_map)
+        return cond.to(dtype=self.dtype)
+
+    def predict_noise(
+        self, latents: torch.Tensor, t: torch.Tensor | int | float, cond: Conditioning
+    ) -> torch.Tensor:
+        """The U-Net output (epsilon, or v for ``prediction_type="v_prediction"``) for noisy ``latents`` at ``t``."""
+        cond = cond.expand(latents.shape[0])
+        x = latents.to(self.dtype)
+        if cond.concat is not None:
+            x = torch.cat([x, cond.concat.to(x.dtype)], dim=1)
+        if not torch.is_tensor(t):
+            t = torch.tensor(t, device=x.device)
+        t = t.to(x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        return self.unet(x, t, encoder_hidden_states=cond.context.to(x.dtype)).sample
+
+    def _scale_shift(self) -> tuple[float, float]:
+        scale = float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return scale, float(shift)
+
+    def encode_images(
+        self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images in ``[-1, 1]`` ``[B, 3, H, W]`` -> scaled latents ``[B, c, H/f, W/f]``."""
+        scale, shift = self._scale_shift()
+        vdtype = next(self.vae.parameters()).dtype
+        out = self.vae.encode(images.to(self.device, vdtype))
+        if isinstance(self.vae, VQModel):
+            lat = out.latents
+        else:
+            dist = out.latent_dist
+            lat = dist.sample(generator) if sample else dist.mode()
+        return (lat - shift) * scale
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images ``[B, 3, H, W]`` in ``[-1, 1]``."""
+        scale, shift = self._scale_shift()
+        vdtype = next(self.vae.parameters()).dtype
+        img = self.vae.decode(latents.to(vdtype) / scale + shift).sample
+        return img.clamp(-1, 1)
+
+    def make_scheduler(
+        self, kind: str = "dpm", **overrides: Any
+    ) -> DDPMScheduler | DPMSolverMultistepScheduler:
+        """A fresh diffusers scheduler from the saved config (same betas as training).
+
+        ``"dpm"``: DPM-Solver++ 2M (default sampler, ~20 steps); ``"ddpm"``: the 1000-step ancestral reference.
+        """
+        if kind == "ddpm":
+            return DDPMScheduler.from_config(self.scheduler_config, **overrides)
+        if kind == "dpm":
+            opts = dict(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True)
+            opts.update(overrides)
+            return DPMSolverMultistepScheduler.from_config(self.scheduler_config, **opts)
+        raise ModelError(
+            f"unknown sampler {kind!r}: use 'dpm' (DPM-Solver++ 2M) or 'ddpm' (1000-step reference)"
+        )
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        path: str | os.PathLike[str],
+        max_shard_size: str = MAX_SHARD_SIZE,
+        extra_files: dict[str, str | bytes] | None = None,
+    ) -> Path:
+        """Write a complete model folder: ``config.json``, ``classes.json``, ``vae/``, ``unet/``,
+        ``map_encoder/``, ``scheduler/`` (safetensors shards <= ``max_shard_size``).
+
+        The folder is written beside the target and swapped in at the end, so a reader never sees half a model.
+        Files in the old folder that are not model parts (a README.md model card, images) are kept.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            dtype = torch.float16 if self.config.storage_dtype == "float16" else torch.float32
+            for name in ("vae", "unet", "map_encoder"):
+                module = getattr(self, name)
+                if name == "map_encoder" and not module.has_parameters:
+                    continue
+                # a copy so the live model keeps its dtype
+                copy.deepcopy(module).to("cpu", dtype).save_pretrained(
+                    tmp / name, safe_serialization=True, max_shard_size=max_shard_size
+                )
+            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(tmp / "scheduler")
+            self.config.save(tmp / "config.json")
+            classes = [
+                {"id": c.id, "name": c.name, "color": list(c.color), "description": c.description}
+                for c in CLASSES
+            ]
+            (tmp / "classes.json").write_text(
+                json.dumps({"classes": classes, "ignore": 255}, indent=2) + "\n"
+            )
+            for name, content in (extra_files or {}).items():
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content if isinstance(content, bytes) else content.encode())
+            if path.exists():
+                for item in path.iterdir():  # keep the model card and friends
+                    if item.name not in SUBFOLDERS and item.name not in ("config.json", "classes.json"):
+                        dest = tmp / item.name
+                        if not dest.exists():
+                            (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> GeodiffModel:
+        """Load a model folder written by :meth:`save_pretrained` (or a hub id holding one).
+
+        Raises
+        ------
+        geodiff.errors.ModelError
+            When the folder is missing or incomplete (the message lists what is missing and how to get a model).
+        """
+        root = _resolve(path_or_hub_id)
+        cfg_path = root / "config.json"
+        missing = [] if cfg_path.is_file() else ["config.json"]
+        if missing:
+            raise ModelError(f"{root} is not a geodiff model folder (no config.json). {_HOW_TO_GET}")
+        try:
+            cfg = ModelConfig.load(cfg_path)
+        except Exception as exc:
+            raise ModelError(f"{cfg_path} is not a valid geodiff model config: {exc}. {_HOW_TO_GET}") from exc
+        need = ["classes.json", "scheduler/scheduler_config.json", "vae/config.json", "unet/config.json"]
+        probe = build_map_conditioner(cfg)
+        if probe.has_parameters:
+            need.append("map_encoder/config.json")
+        missing = [n for n in need if not (root / n).is_file()]
+        for sub in ("vae", "unet") + (("map_encoder",) if probe.has_parameters else ()):
+            if (
+                (root / sub).is_dir()
+                and not any((root / sub).glob("*.safetensors"))
+                and not any((root / sub).glob("*.bin"))
+            ):
+                missing.append(f"{sub}/ weights (*.safetensors)")
+        if missing:
+            raise ModelError(
+                f"model folder {root} is incomplete: missing {', '.join(missing)}. {_HOW_TO_GET}"
+            )
+        _check_classes(root / "classes.json", cfg)
+        load_dtype = dtype or torch.float32
+        try:
+            vae = load_autoencoder(root, subfolder="vae", dtype=load_dtype)
+            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=load_dtype)
+            if probe.has_parameters:
+                menc = MapConditioner.from_pretrained(root, subfolder="map_encoder", torch_dtype=load_dtype)
+            else:
+                menc = probe
+            sched = dict(DDPMScheduler.load_config(root, subfolder="scheduler"))
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"cannot load the model in {root}: {exc}. {_HOW_TO_GET}") from exc
+        model = cls(cfg, vae=vae, unet=unet, map_encoder=menc, scheduler_config=sched)
+        model.eval().requires_grad_(False)
+        if device is not None:
+            model.to(device)
+        return model
+
+
+def _resolve(path_or_hub_id: str | os.PathLike[str]) -> Path:
+    path = Path(path_or_hub_id).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(
+                f"{path} is a file; a model is a folder with config.json, vae/, unet/, scheduler/"
+            )
+        return path
+    text = str(path_or_hub_id)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(text))
+        except Exception as exc:
+            raise ModelError(
+                f"model {text!r} is neither a local folder nor a reachable hub repo ({exc}). {_HOW_TO_GET}"
+            ) from exc
+    raise ModelError(f"model folder {path} does not exist. {_HOW_TO_GET}")
+
+
+def _check_classes(path: Path, cfg: ModelConfig) -> None:
+    try:
+        saved = json.loads(path.read_text())["classes"]
+        names = [c["name"] for c in saved]
+    except Exception as exc:
+        raise ModelError(f"{path} is not a valid class table: {exc}") from exc
+    ours = [c.name for c in CLASSES]
+    if names != ours[: len(names)] or len(names) != cfg.num_classes:
+        raise ModelError(
+            f"{path}: the model was trained on classes {names}, this geodiff uses {ours}; "
+            "use a model trained with this class table"
+        )

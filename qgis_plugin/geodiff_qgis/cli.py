@@ -1,0 +1,170 @@
+"""Find and run the geodiff command-line tool, streaming its JSON progress into a QgsProcessingFeedback.
+
+Protocol (``--progress json``, see docs/ARCHITECTURE.md): one JSON object per line on stderr, either
+``{"progress": 0.42, "message": "...", "eta_s": 12.3}`` or an event such as
+``{"event": "device", "device": "cuda", "dtype": "bfloat16"}``; failures end with a line ``Error: ...`` and a
+non-zero exit code.
+"""
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from qgis.core import QgsProcessingException
+
+EXECUTABLE_SETTING = "GEODIFF_EXECUTABLE"
+EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
+BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
+
+INSTALL_HINT = (
+    "Install geodiff in its own Python (>= 3.11) virtual environment, e.g.\n"
+    "  python3 -m venv ~/geodiff-venv && ~/geodiff-venv/bin/pip install geodiff\n"
+    "(or 'pip install -e .' from a geodiff checkout), then set the full path of the 'geodiff' program "
+    f"(e.g. ~/geodiff-venv/{BIN_DIR}/{EXE_NAME}) in Processing > Options > Providers > geodiff > "
+    "'geodiff executable', or set the GEODIFF_EXECUTABLE environment variable."
+)
+
+
+def _candidates():
+    """Common places for a geodiff venv, checked when nothing is configured and geodiff is not on PATH."""
+    home = Path.home()
+    for venv in ("geodiff-venv", ".venv", "venv", ".virtualenvs/geodiff", "geodiff/.venv"):
+        yield home / venv / BIN_DIR / EXE_NAME
+    yield home / ".local" / "bin" / EXE_NAME  # pipx / pip --user
+
+
+def find_executable(configured=None):
+    """Return the geodiff executable: the provider setting, then $GEODIFF_EXECUTABLE, PATH, common venvs.
+
+    Raises QgsProcessingException with installation instructions when none is usable.
+    """
+    for source, value in (("Processing option 'geodiff executable'", configured),
+                          ("GEODIFF_EXECUTABLE environment variable", os.environ.get(EXECUTABLE_SETTING))):
+        if value:
+            path = Path(value).expanduser()
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+            # An explicit setting that is wrong is an error, not a reason to silently use another geodiff.
+            raise QgsProcessingException(
+                f"The {source} points to '{value}', which is not an executable file.\n{INSTALL_HINT}")
+    found = shutil.which("geodiff")
+    if found:
+        return found
+    for path in _candidates():
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    raise QgsProcessingException(f"The geodiff command-line tool was not found.\n{INSTALL_HINT}")
+
+
+def _pump(stream, lines):
+    """Reader thread: a blocking readline must not stop the main loop from noticing a cancel."""
+    for line in iter(stream.readline, ""):
+        lines.put(line)
+    lines.put(None)
+
+
+def _stop(process, grace_s=5.0):
+    """Terminate, then kill if it does not exit within grace_s; always reaps the process."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+class OutputHandler:
+    """Turns CLI output lines into feedback calls and remembers error messages."""
+
+    def __init__(self, feedback):
+        self.feedback = feedback
+        self.errors = []  # messages of "Error: ..." lines
+        self.tail = []  # last plain lines, reported when a failure printed no "Error:" line
+        self._last_stage = None
+
+    def line(self, line):
+        line = line.strip()
+        if not line:
+            return
+        msg = None
+        if line.startswith("{"):
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                pass
+        if isinstance(msg, dict):
+            self._json(msg)
+        elif line.startswith("Error:"):
+            self.errors.append(line[len("Error:"):].strip())
+            self.feedback.reportError(line)
+        else:
+            self.tail = (self.tail + [line])[-5:]
+            self.feedback.pushConsoleInfo(line)
+
+    def _json(self, msg):
+        fb = self.feedback
+        if "progress" in msg:
+            fb.setProgress(100.0 * float(msg["progress"]))
+            text = str(msg.get("message") or "")
+            # Log each stage once ("denoising step 5/20" and "6/20" are one stage); the label shows every step.
+            stage = "".join(c for c in text if not c.isdigit())
+            if text and stage != self._last_stage:
+                fb.pushInfo(text)
+                self._last_stage = stage
+            if msg.get("eta_s") is not None:
+                text += f" (about {float(msg['eta_s']):.0f} s left)"
+            fb.setProgressText(text)
+        elif msg.get("event") == "device":
+            fb.pushInfo(f"geodiff runs on device: {msg.get('device')} (dtype {msg.get('dtype', '?')})")
+        else:
+            fb.pushInfo(", ".join(f"{k}: {v}" for k, v in msg.items()))
+
+
+def run_geodiff(executable, args, feedback, poll_s=0.1):
+    """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel."""
+    command = [executable, *map(str, args)]
+    feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # line-by-line progress through the pipe
+    env.pop("PYTHONPATH", None)  # QGIS's own Python paths must not leak into geodiff's Python
+    env.pop("PYTHONHOME", None)
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window popping up on Windows
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+                                   env=env, creationflags=flags)
+    except OSError as exc:
+        raise QgsProcessingException(f"Could not start {executable}: {exc}\n{INSTALL_HINT}") from exc
+
+    lines = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+    reader.start()
+    output = OutputHandler(feedback)
+    try:
+        while True:
+            if feedback.isCanceled():
+                _stop(process)
+                raise QgsProcessingException("geodiff was canceled")
+            try:
+                line = lines.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if line is None:  # output closed: the process is exiting
+                break
+            output.line(line)
+        code = process.wait()
+    finally:
+        if process.poll() is None:  # any exception above (including from feedback) must not leave it running
+            _stop(process)
+        reader.join(timeout=1)  # EOF follows the exit unless a grandchild still holds the pipe
+        if not reader.is_alive():
+            process.stdout.close()
+    if code != 0:
+        detail = "\n".join(output.errors or output.tail) or "no error message"
+        raise QgsProcessingException(f"geodiff failed (exit code {code}): {detail}")
+    feedback.setProgress(100)
