@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 from rasterio import features as rio_features
 from shapely.geometry import box
-from shapely.ops import polygonize, unary_union
+from shapely.ops import linemerge, polygonize, unary_union
 
 from geodiff.classes import BACKGROUND, PAINT_ORDER, WATER
 from geodiff.errors import EmptyAreaError
@@ -95,6 +95,7 @@ def sea_polygons(coastlines: np.ndarray, frame: shapely.Polygon) -> list[shapely
     clipped = [g for g in shapely.intersection(coastlines, frame) if g is not None and not g.is_empty]
     if not clipped:
         return []
+    clipped = _extend_open_ends(linemerge(unary_union(clipped)), frame)
     faces = list(polygonize(unary_union([frame.exterior, *clipped])))
     if len(faces) < 1:
         return []
@@ -123,6 +124,40 @@ def sea_polygons(coastlines: np.ndarray, frame: shapely.Polygon) -> list[shapely
     return [f for f, v in zip(faces, votes, strict=True) if v > 0]
 
 
+def _extend_open_ends(lines: shapely.Geometry, frame: shapely.Polygon) -> list[shapely.LineString]:
+    """Prolong coastline ends that stop inside the frame (cut extracts) straight on to the frame edge.
+
+    Without this a coastline that ends mid-frame cannot split land from sea; continuing along its last
+    segment's direction is the least surprising guess.
+    """
+    diag = float(np.hypot(*(np.subtract(frame.bounds[2:], frame.bounds[:2]))))
+    boundary = frame.exterior
+    out = []
+    for line in getattr(lines, "geoms", [lines]):
+        coords = [tuple(c[:2]) for c in line.coords]
+        if len(coords) < 2:
+            continue
+        if not line.is_closed:
+            for end, prev, at_start in ((coords[-1], coords[-2], False), (coords[0], coords[1], True)):
+                if boundary.distance(shapely.Point(end)) < 1e-6:
+                    continue
+                d = np.subtract(end, prev)
+                norm = float(np.hypot(*d))
+                if norm == 0:
+                    continue
+                far = tuple(np.add(end, d / norm * diag))
+                ray = shapely.intersection(shapely.LineString([end, far]), frame)
+                exit_pt = ray.coords[-1] if ray.geom_type == "LineString" and not ray.is_empty else None
+                if exit_pt is None:
+                    continue
+                if at_start:
+                    coords.insert(0, tuple(exit_pt[:2]))
+                else:
+                    coords.append(tuple(exit_pt[:2]))
+        out.append(shapely.LineString(coords))
+    return out
+
+
 def rasterize_bbox(
     bbox: BBox,
     resolution: float | None = None,
@@ -149,6 +184,7 @@ def rasterize_bbox(
         osm_path=osm_path,
         vector_path=vector_path,
         class_field=class_field,
+        allow_empty=True,  # the empty check below also knows about --allow-empty
         settings=settings,
         progress=scaled(progress, 0.0, 0.6),
     )

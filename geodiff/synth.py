@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from geodiff.model import GeodiffModel
 
-OVERLAP_PX = 64  # window overlap in pixels (a quarter of a 256 px window)
 SAMPLERS = ("dpm", "ddpm")
 
 
@@ -117,6 +116,13 @@ def load_model(
     return GeodiffModel.from_pretrained(str(source), device=device, dtype=dtype)
 
 
+def window_overlap(tile: int, latent_factor: int, blend: bool) -> int:
+    """Window overlap in pixels: a quarter of the window (64 px of 256), whole latent cells; 0 without blending."""
+    if not blend:
+        return 0
+    return max(latent_factor, (tile // 4) // latent_factor * latent_factor)
+
+
 def check_request(steps: int, sampler: str, batch_size: int, seed: int) -> None:
     if not isinstance(steps, int) or steps < 1 or steps > 1000:
         raise InvalidParameterError(
@@ -152,9 +158,7 @@ def make_plan(
     blend: bool,
     max_strip_pixels: int,
 ) -> SynthPlan:
-    overlap = OVERLAP_PX if blend else 0
-    if blend and (OVERLAP_PX % latent_factor):
-        raise ModelError(f"window overlap {OVERLAP_PX} px is not a multiple of the model's latent factor")
+    overlap = window_overlap(model_tile, latent_factor, blend)
     row0, col0 = _global_origin(grid)
     layout = layout_for(row0, col0, grid.height, grid.width, model_tile, overlap)
     stride = model_tile - overlap
@@ -270,7 +274,7 @@ def synthesize_map(
     dev, dtype = resolve_device(device)
     model = load_model(model, dev, dtype, get_settings())
     tile, f = model.config.tile_size, model.latent_factor
-    overlap = OVERLAP_PX if blend else 0
+    overlap = window_overlap(tile, f, blend)
     h, w = class_map.shape
     layout = layout_for(origin[0], origin[1], h, w, tile, overlap)
     top, left = origin[0] - layout.canvas_row, origin[1] - layout.canvas_col

@@ -47,8 +47,9 @@ class _Builder:
         self.nodes.append((self._next_node, lon, lat, tags or {}))
         return self._next_node
 
-    def way(self, points: list[tuple[float, float]], tags: dict[str, str] | None = None,
-            closed: bool = False) -> int:
+    def way(
+        self, points: list[tuple[float, float]], tags: dict[str, str] | None = None, closed: bool = False
+    ) -> int:
         refs = [self.node(x, y) for x, y in points]
         if closed:
             refs.append(refs[0])
@@ -61,7 +62,9 @@ class _Builder:
         return self.way([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], tags, closed=True)
 
     def circle(self, cx: float, cy: float, r: float, n: int, tags: dict[str, str]) -> int:
-        pts = [(cx + r * math.cos(2 * math.pi * i / n), cy + r * math.sin(2 * math.pi * i / n)) for i in range(n)]
+        pts = [
+            (cx + r * math.cos(2 * math.pi * i / n), cy + r * math.sin(2 * math.pi * i / n)) for i in range(n)
+        ]
         return self.way(pts, tags, closed=True)
 
     def relation(self, members: list[tuple[str, int, str]], tags: dict[str, str]) -> int:
@@ -109,7 +112,10 @@ def build() -> str:
 
     # Roads
     b.way([(-20, 80), (120, 80), (320, 80)], {"highway": "primary", "name": "Boulevard du Port"})
-    b.way([(-20, 200), (150, 200), (320, 200)], {"highway": "secondary", "width": "10", "name": "Avenue des Pins"})
+    b.way(
+        [(-20, 200), (150, 200), (320, 200)],
+        {"highway": "secondary", "width": "10", "name": "Avenue des Pins"},
+    )
     b.way([(60, 80), (60, 140), (60, 200)], {"highway": "residential", "lanes": "2", "name": "Rue du Moulin"})
     b.way([(20, 200), (20, 240), (20, 280)], {"highway": "service"})
     b.way([(200, 230), (240, 260), (280, 290)], {"highway": "footway"})
@@ -127,7 +133,9 @@ def build() -> str:
     # Courtyard block: multipolygon relation with untagged outer/inner ways.
     outer = b.rect(220, 140, 280, 185)
     inner = b.rect(237, 155, 263, 172)
-    b.relation([("way", outer, "outer"), ("way", inner, "inner")], {"type": "multipolygon", "building": "apartments"})
+    b.relation(
+        [("way", outer, "outer"), ("way", inner, "inner")], {"type": "multipolygon", "building": "apartments"}
+    )
     # Outside the town bbox (east), for bbox filtering.
     b.rect(500, 150, 520, 170, {"building": "yes", "name": "Outlier"})
 
@@ -135,8 +143,10 @@ def build() -> str:
     b.rect(180, 215, 290, 295, {"leisure": "park", "name": "Jardin des Pins"})
     b.rect(150, 58, 230, 70, {"landuse": "grass"})
     b.circle(210, 265, 12, 8, {"natural": "water", "name": "Etang"})
-    b.way([(120, 310), (110, 250), (100, 200), (95, 120), (100, 80), (105, 30)],
-          {"waterway": "river", "name": "Le Ruisseau"})
+    b.way(
+        [(120, 310), (110, 250), (100, 200), (95, 120), (100, 80), (105, 30)],
+        {"waterway": "river", "name": "Le Ruisseau"},
+    )
     for x, y in [(120, 220), (135, 230), (150, 215), (165, 235)]:
         b.node(x, y, {"natural": "tree"})
 

@@ -19,8 +19,12 @@ SKIP_SUFFIXES = {".pyc", ".pyo", ".orig", ".rej", ".swp"}
 def plugin_files(root: Path = PLUGIN):
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if path.is_file() and not SKIP_DIRS.intersection(rel.parts) and path.suffix not in SKIP_SUFFIXES \
-                and not path.name.startswith("."):
+        if (
+            path.is_file()
+            and not SKIP_DIRS.intersection(rel.parts)
+            and path.suffix not in SKIP_SUFFIXES
+            and not path.name.startswith(".")
+        ):
             yield path, rel
 
 

@@ -152,7 +152,12 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             "| mosaic | seam ratio | boundary | interior |",
             "|---|---|---|---|",
         ]
-        for name in ("blended", "independent_tiles"):
+        for name in (
+            "blended",
+            "blended_at_tile_boundaries",
+            "independent_tiles",
+            "real_mosaic_at_tile_boundaries",
+        ):
             s = seams.get(name)
             if s:
                 lines.append(

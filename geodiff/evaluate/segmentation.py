@@ -197,7 +197,8 @@ def train_segnet(
         ):  # a batch of only-ignore pixels gives nan; skip it rather than poison weights
             loss.backward()
             opt.step()
-            loss_ema = float(loss) if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * float(loss)
+            value = float(loss.detach())
+            loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
         sched.step()
         if progress is not None and (step % 10 == 0 or step == steps - 1):
             progress((step + 1) / steps, f"segmentation net step {step + 1}/{steps} loss {loss_ema:.3f}")

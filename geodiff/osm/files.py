@@ -157,7 +157,6 @@ def read_elements(
         index.append(("node", nid))
         wkbs.append(wkb)
         tag_rows.append(tags)
-    polygon_way: list[bool] = []
     for wid, (line_wkb, tags) in ways.items():
         # One row per way: the assembled area if osmium built one (closed ways), else the line. Coastlines
         # keep their line so the direction (land on the left) survives.
@@ -168,7 +167,6 @@ def read_elements(
         index.append(("way", wid))
         wkbs.append(wkb)
         tag_rows.append(tags)
-        polygon_way.append(wkb is area_wkb)
     for rid, wkb, tags in relation_areas:
         index.append(("relation", rid))
         wkbs.append(wkb)

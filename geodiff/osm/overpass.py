@@ -138,16 +138,6 @@ def osmnx_settings(settings: Settings) -> Iterator[Any]:
                 setattr(ox.settings, name, value)
 
 
-def _count_subqueries(bounds: tuple[float, float, float, float]) -> int:
-    """How many sub-queries osmnx will send for ``bounds`` (for progress only; 1 if it cannot tell)."""
-    try:
-        from osmnx import _overpass, utils_geo
-
-        return len(_overpass._make_overpass_polygon_coord_strs(utils_geo.bbox_to_poly(bounds)))
-    except Exception:  # private osmnx API: never let progress reporting break a download
-        return 1
-
-
 def _fetch_once(
     bounds: tuple[float, float, float, float], settings: Settings, progress: ProgressCallback | None
 ) -> gpd.GeoDataFrame | None:
@@ -157,9 +147,17 @@ def _fetch_once(
 
     url = _interpreter_url(settings.overpass_url)
     with osmnx_settings(settings) as ox:
-        total = _count_subqueries(bounds)
-        done = 0
+        # Wrap two osmnx internals to report per-sub-query progress (how many, and each one done).
+        total, done = 1, 0
+        original_split = _overpass._make_overpass_polygon_coord_strs
         original_request = _overpass._overpass_request
+
+        def _counting_split(polygon: Any) -> list[str]:
+            nonlocal total
+            coord_strs = original_split(polygon)
+            total = max(1, len(coord_strs))
+            report(progress, 0.0, f"querying Overpass ({total} request{'s' if total > 1 else ''})")
+            return coord_strs
 
         def _counting_request(data: Any) -> dict[str, Any]:
             nonlocal done
@@ -168,9 +166,9 @@ def _fetch_once(
             report(progress, 0.9 * done / max(total, done), f"Overpass query {done}/{max(total, done)}")
             return result
 
+        _overpass._make_overpass_polygon_coord_strs = _counting_split
         _overpass._overpass_request = _counting_request
         try:
-            report(progress, 0.0, f"querying Overpass ({total} request{'s' if total > 1 else ''})")
             return ox.features_from_bbox(bounds, tags=overpass_tag_filter())
         except _ServerBusy:
             raise
@@ -187,7 +185,9 @@ def _fetch_once(
                 f"connection, or {_WHAT_TO_DO}"
             ) from None
         except requests.RequestException as exc:
-            raise OverpassError(f"request to the Overpass server at {url} failed ({exc}): {_WHAT_TO_DO}") from None
+            raise OverpassError(
+                f"request to the Overpass server at {url} failed ({exc}): {_WHAT_TO_DO}"
+            ) from None
         except InsufficientResponseError as exc:
             if "No matching features" in str(exc):
                 return None
@@ -200,6 +200,7 @@ def _fetch_once(
             ) from None
         finally:
             _overpass._overpass_request = original_request
+            _overpass._make_overpass_polygon_coord_strs = original_split
 
 
 def fetch_elements(
@@ -257,6 +258,9 @@ def fetch_elements(
             report(progress, 0.0, f"Overpass busy (HTTP {busy.status}); retrying in {retry_pause_s:g} s")
             time.sleep(retry_pause_s)
     report(progress, 1.0, "Overpass download done")
+    if gdf is not None and gdf.index.has_duplicates:
+        # Sub-queries of a split bbox all return the elements that straddle their edges; osmnx keeps them all.
+        gdf = gdf[~gdf.index.duplicated(keep="first")]
     if gdf is None or len(gdf) == 0:
         if allow_empty:
             return empty_feature_set()

@@ -18,13 +18,14 @@ from pathlib import Path
 from qgis.core import QgsProcessingException
 
 EXECUTABLE_SETTING = "GEODIFF_EXECUTABLE"
+TERMINATE_GRACE_S = 5.0  # seconds between terminate() and kill() on cancel
 EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
 BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
 
 INSTALL_HINT = (
-    "Install geodiff in its own Python (>= 3.11) virtual environment, e.g.\n"
-    "  python3 -m venv ~/geodiff-venv && ~/geodiff-venv/bin/pip install geodiff\n"
-    "(or 'pip install -e .' from a geodiff checkout), then set the full path of the 'geodiff' program "
+    "Install geodiff in its own Python (>= 3.11) virtual environment from a geodiff source checkout, e.g.\n"
+    "  python3 -m venv ~/geodiff-venv && ~/geodiff-venv/bin/pip install /path/to/geodiff\n"
+    "then set the full path of the 'geodiff' program "
     f"(e.g. ~/geodiff-venv/{BIN_DIR}/{EXE_NAME}) in Processing > Options > Providers > geodiff > "
     "'geodiff executable', or set the GEODIFF_EXECUTABLE environment variable."
 )
@@ -43,15 +44,18 @@ def find_executable(configured=None):
 
     Raises QgsProcessingException with installation instructions when none is usable.
     """
-    for source, value in (("Processing option 'geodiff executable'", configured),
-                          ("GEODIFF_EXECUTABLE environment variable", os.environ.get(EXECUTABLE_SETTING))):
+    for source, value in (
+        ("Processing option 'geodiff executable'", configured),
+        ("GEODIFF_EXECUTABLE environment variable", os.environ.get(EXECUTABLE_SETTING)),
+    ):
         if value:
             path = Path(value).expanduser()
             if path.is_file() and os.access(path, os.X_OK):
                 return str(path)
             # An explicit setting that is wrong is an error, not a reason to silently use another geodiff.
             raise QgsProcessingException(
-                f"The {source} points to '{value}', which is not an executable file.\n{INSTALL_HINT}")
+                f"The {source} points to '{value}', which is not an executable file.\n{INSTALL_HINT}"
+            )
     found = shutil.which("geodiff")
     if found:
         return found
@@ -68,12 +72,12 @@ def _pump(stream, lines):
     lines.put(None)
 
 
-def _stop(process, grace_s=5.0):
-    """Terminate, then kill if it does not exit within grace_s; always reaps the process."""
+def _stop(process):
+    """Terminate, then kill if it does not exit within TERMINATE_GRACE_S; always reaps the process."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=grace_s)
+            process.wait(timeout=TERMINATE_GRACE_S)
         except subprocess.TimeoutExpired:
             process.kill()
     process.wait()
@@ -100,9 +104,8 @@ class OutputHandler:
                 pass
         if isinstance(msg, dict):
             self._json(msg)
-        elif line.startswith("Error:"):
-            self.errors.append(line[len("Error:"):].strip())
-            self.feedback.reportError(line)
+        elif line.startswith("Error:"):  # reported once, by the exception run_geodiff raises
+            self.errors.append(line[len("Error:") :].strip())
         else:
             self.tail = (self.tail + [line])[-5:]
             self.feedback.pushConsoleInfo(line)
@@ -135,9 +138,17 @@ def run_geodiff(executable, args, feedback, poll_s=0.1):
     env.pop("PYTHONHOME", None)
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window popping up on Windows
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                                   env=env, creationflags=flags)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=env,
+            creationflags=flags,
+        )
     except OSError as exc:
         raise QgsProcessingException(f"Could not start {executable}: {exc}\n{INSTALL_HINT}") from exc
 

@@ -16,10 +16,17 @@ class GeodiffProvider(QgsProcessingProvider):
         from processing.core.ProcessingConfig import ProcessingConfig, Setting
 
         ProcessingConfig.settingIcons[self.name()] = self.icon()
-        ProcessingConfig.addSetting(Setting(
-            self.name(), EXECUTABLE_SETTING,
-            self.tr("geodiff executable (empty: $GEODIFF_EXECUTABLE, PATH, then common virtual environments)"),
-            "", valuetype=Setting.FILE))
+        ProcessingConfig.addSetting(
+            Setting(
+                self.name(),
+                EXECUTABLE_SETTING,
+                self.tr(
+                    "geodiff executable (empty: $GEODIFF_EXECUTABLE, PATH, then common virtual environments)"
+                ),
+                "",
+                valuetype=Setting.FILE,
+            )
+        )
         ProcessingConfig.readSettings()
         self.refreshAlgorithms()
         return True

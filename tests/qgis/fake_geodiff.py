@@ -44,8 +44,21 @@ def main():
 
     parser = argparse.ArgumentParser(prog="geodiff")
     parser.add_argument("command", choices=["rasterize", "synth"])
-    for opt in ("--bbox", "--bbox-crs", "--osm", "--vector", "--class-field", "--resolution", "--out",
-                "--mask-out", "--model", "--seed", "--steps", "--device", "--progress"):
+    for opt in (
+        "--bbox",
+        "--bbox-crs",
+        "--osm",
+        "--vector",
+        "--class-field",
+        "--resolution",
+        "--out",
+        "--mask-out",
+        "--model",
+        "--seed",
+        "--steps",
+        "--device",
+        "--progress",
+    ):
         parser.add_argument(opt)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()

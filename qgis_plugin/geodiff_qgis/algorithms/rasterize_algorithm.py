@@ -17,7 +17,8 @@ class RasterizeAlgorithm(GeodiffAlgorithm):
             "Paints OpenStreetMap features (or a vector layer with a class attribute) of an area into a class "
             "raster: 0 background, 1 building, 2 road, 3 water, 4 vegetation.\n"
             "Runs the geodiff command-line tool, which must be installed separately (see Processing > Options > "
-            "Providers > geodiff).\n" + OSM_ATTRIBUTION)
+            "Providers > geodiff).\n" + OSM_ATTRIBUTION
+        )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_source_parameters()

@@ -32,24 +32,48 @@ class SynthesizeAlgorithm(GeodiffAlgorithm):
             "The image is synthetic: it is not a photograph of the place.\n"
             "Runs the geodiff command-line tool, which must be installed separately (see Processing > Options > "
             "Providers > geodiff). Without a GPU, expect minutes per tile; fewer steps are faster.\n"
-            + OSM_ATTRIBUTION)
+            + OSM_ATTRIBUTION
+        )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_source_parameters()
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model folder (empty: geodiff's default model)"),
-            behavior=QgsProcessingParameterFile.Folder, optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, self.tr("Random seed (same seed, same image)"), QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.STEPS, self.tr("Denoising steps (empty: the model's default)"), QgsProcessingParameterNumber.Integer,
-            optional=True, minValue=1))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, self.tr("Device"), options=self.DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Synthetic aerial image")))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.MASK_OUTPUT, self.tr("Semantic map used"), optional=True, createByDefault=True))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                self.tr("Model folder (empty: geodiff's default model)"),
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SEED,
+                self.tr("Random seed (same seed, same image)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.STEPS,
+                self.tr("Denoising steps (empty: the model's default)"),
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=self.DEVICES, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Synthetic aerial image"))
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.MASK_OUTPUT, self.tr("Semantic map used"), optional=True, createByDefault=True
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         args = self.source_arguments(parameters, context, feedback)

@@ -1,0 +1,366 @@
+"""Paired synthetic datasets for segmentation training: synthetic image + semantic mask tiles.
+
+Windows come from a list of bboxes (:func:`read_windows`: a text file with one ``W,S,E,N`` per line, or a GeoJSON
+of polygons whose bounds are used) or are drawn at random inside one area (:func:`random_windows`). Each window is
+rasterized from its map source and synthesized ``seeds_per_window`` times.
+
+Output layout (what torchgeo's raster datasets and segmentation_models_pytorch-style folder loaders expect)::
+
+    OUT/images/<id>.tif|png   RGB, uint8 (GeoTIFFs are georeferenced and carry provenance tags)
+    OUT/masks/<id>.tif|png    single band class ids 0..4 (names in manifest.json), same size and grid
+    OUT/manifest.json         dataset description, class table, one record per sample
+    OUT/manifest.csv          the same records as a table
+
+Nothing half-written: everything goes to a hidden temporary folder beside ``OUT`` that is renamed to ``OUT`` only
+after the manifest is complete; an error or interrupt removes the temporary folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodiff import ATTRIBUTION, __version__
+from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
+from geodiff.errors import CorruptFileError, InputNotFoundError, InvalidBBoxError, InvalidParameterError
+from geodiff.grid import BBox, Grid, parse_bbox
+from geodiff.progress import ProgressCallback, report
+
+FORMATS = ("tif", "png")
+
+
+@dataclass
+class Window:
+    """One sample location: a grid and its class map (already rasterized)."""
+
+    index: int
+    grid: Grid
+    class_map: np.ndarray
+
+
+@dataclass
+class AugmentResult:
+    out_dir: Path
+    n_samples: int
+    manifest_json: Path
+    manifest_csv: Path
+    seconds: float
+
+
+def read_windows(path: str | os.PathLike[str], crs: str | None = None) -> list[BBox]:
+    """Bboxes from a text file (one ``W,S,E,N`` per line; ``#`` comments and blank lines skipped) or a GeoJSON.
+
+    GeoJSON features contribute the bounds of their geometry (RFC 7946: lon/lat). ``crs`` applies to text files.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"windows file {p} does not exist")
+    if p.suffix.lower() in (".geojson", ".json"):
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise CorruptFileError(f"{p} is not valid GeoJSON: {exc}") from exc
+        import shapely.geometry
+
+        feats = data.get("features", [data] if data.get("type") == "Feature" else [])
+        out = []
+        for i, f in enumerate(feats):
+            if not f.get("geometry"):
+                continue
+            try:
+                geom = shapely.geometry.shape(f["geometry"])
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise CorruptFileError(f"{p}: feature {i} has an invalid geometry: {exc}") from exc
+            out.append(parse_bbox(geom.bounds))
+    else:
+        out = []
+        for n, line in enumerate(p.read_text().splitlines(), start=1):
+            text = line.split("#")[0].strip()
+            if text:
+                try:
+                    out.append(parse_bbox(text, crs))
+                except (InvalidBBoxError, InvalidParameterError) as exc:
+                    raise type(exc)(f"{p} line {n}: {exc}") from exc
+    if not out:
+        raise InvalidParameterError(f"{p} holds no bboxes: write one W,S,E,N per line or GeoJSON polygons")
+    return out
+
+
+def random_windows(
+    area_map: np.ndarray, area_grid: Grid, n: int, tile: int, seed: int = 0, min_labeled: float = 0.0
+) -> list[Window]:
+    """``n`` random ``tile`` x ``tile`` windows inside a rasterized area (pixel-aligned with its grid).
+
+    Windows whose fraction of non-background pixels is below ``min_labeled`` are redrawn (up to 20 n tries).
+    """
+    h, w = area_map.shape
+    if h < tile or w < tile:
+        raise InvalidParameterError(
+            f"the area is {w}x{h} px, smaller than one {tile} px window: choose a larger area"
+        )
+    rng = np.random.default_rng(seed)
+    out: list[Window] = []
+    for _ in range(20 * n):
+        r, c = int(rng.integers(0, h - tile + 1)), int(rng.integers(0, w - tile + 1))
+        crop = area_map[r : r + tile, c : c + tile]
+        if (crop != 0).mean() < min_labeled:
+            continue
+        out.append(Window(len(out), area_grid.window(r, c, tile, tile), crop.copy()))
+        if len(out) == n:
+            return out
+    raise InvalidParameterError(
+        f"found only {len(out)} of {n} windows with >= {min_labeled:.0%} mapped pixels: lower --min-labeled"
+    )
+
+
+def _sample_id(window: int, seed: int) -> str:
+    return f"w{window:05d}_s{seed:04d}"
+
+
+def _write_sample(
+    root: Path,
+    sid: str,
+    rgb: np.ndarray,
+    class_map: np.ndarray,
+    grid: Grid,
+    fmt: str,
+    tags: dict[str, object],
+) -> tuple[str, str]:
+    from geodiff.io import write_class_map, write_png, write_rgb
+
+    image_rel, mask_rel = f"images/{sid}.{fmt}", f"masks/{sid}.{fmt}"
+    if fmt == "tif":
+        write_rgb(root / image_rel, rgb, grid, tags)
+        write_class_map(root / mask_rel, class_map, grid, tags)
+    else:
+        from PIL import Image
+
+        from geodiff.io import atomic_path
+
+        write_png(root / image_rel, rgb)
+        with atomic_path(root / mask_rel) as tmp:  # single-channel ids, not colours: what loaders expect
+            Image.fromarray(class_map.astype(np.uint8), mode="L").save(tmp, format="PNG")
+    return image_rel, mask_rel
+
+
+def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise InvalidParameterError(f"{out} already exists: pass --overwrite to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike[str],
+    windows: Sequence[BBox] | None = None,
+    area: BBox | None = None,
+    n_windows: int = 0,
+    seeds_per_window: int = 1,
+    seed: int = 0,
+    model: Any = None,
+    osm_path: str | os.PathLike[str] | None = None,
+    vector_path: str | os.PathLike[str] | None = None,
+    class_field: str = "class",
+    crs: str | None = None,
+    steps: int = 20,
+    sampler: str = "dpm",
+    device: str = "auto",
+    batch_size: int = 8,
+    fmt: str = "tif",
+    min_labeled: float = 0.0,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    synth_fn: Callable[..., np.ndarray] | None = None,
+) -> AugmentResult:
+    """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to create (refused if it exists, unless ``overwrite``).
+    windows
+        Bboxes to synthesize (each at the model's resolution); exclusive with ``area``.
+    area, n_windows
+        Draw ``n_windows`` random model-tile-sized windows inside ``area`` (rasterized once).
+    seeds_per_window
+        Samples per window, with seeds ``seed, seed + 1, ...``.
+    model
+        A :class:`~geodiff.model.GeodiffModel`, a model folder, or None for the shipped default model.
+    osm_path, vector_path, class_field, crs
+        Map source and output CRS (default: UTM of each window), as for ``geodiff synth``.
+    steps, sampler, device, batch_size
+        Sampling settings (``geodiff.synth.synthesize_map``).
+    fmt
+        ``"tif"`` (georeferenced GeoTIFF pairs) or ``"png"`` (plain PNG pairs).
+    min_labeled
+        Random windows only: minimum fraction of non-background map pixels.
+    synth_fn
+        Replacement for :func:`geodiff.synth.synthesize_map` (tests).
+
+    Returns
+    -------
+    AugmentResult
+    """
+    from geodiff.rasterize import rasterize_bbox
+    from geodiff.synth import _global_origin, load_model, resolve_device
+
+    started = time.monotonic()
+    out = Path(out_dir)
+    if fmt not in FORMATS:
+        raise InvalidParameterError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
+    if (windows is None) == (area is None):
+        raise InvalidParameterError(
+            "give either a list of windows (--windows FILE) or an area (--area W,S,E,N)"
+        )
+    if area is not None and n_windows < 1:
+        raise InvalidParameterError("--n-windows must be >= 1 with --area")
+    if seeds_per_window < 1:
+        raise InvalidParameterError(f"--seeds-per-window must be >= 1, got {seeds_per_window}")
+    if out.exists() and not overwrite:
+        raise InvalidParameterError(
+            f"{out} already exists: pass --overwrite to replace it, or choose another name"
+        )
+    if not out.parent.exists():
+        raise InvalidParameterError(f"output folder {out.parent} does not exist: create it first")
+
+    from geodiff.settings import get_settings
+
+    dev, dtype = resolve_device(device)
+    model_obj = load_model(model, dev, dtype, get_settings())
+    if synth_fn is None:
+        from geodiff.synth import synthesize_map as synth_fn
+    res, tile = model_obj.config.resolution_m, model_obj.config.tile_size
+    src = dict(osm_path=osm_path, vector_path=vector_path, class_field=class_field, crs=crs)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder should get normal permissions
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        # windows are rasterized lazily so a long bbox list starts producing output at once
+        if area is not None:
+            report(progress, 0.0, "rasterizing area")
+            area_map, area_grid = rasterize_bbox(area, resolution=res, **src)
+            todo: list[Window | BBox] = list(
+                random_windows(area_map, area_grid, n_windows, tile, seed, min_labeled)
+            )
+        else:
+            todo = list(windows or [])
+        total = len(todo) * seeds_per_window
+        records: list[dict[str, Any]] = []
+        model_name = str(getattr(model_obj, "name_or_path", model) or get_settings().model_dir)
+        for wi, item in enumerate(todo):
+            if isinstance(item, Window):
+                win = item
+            else:
+                cmap, grid = rasterize_bbox(item, resolution=res, allow_empty=True, **src)
+                win = Window(wi, grid, cmap)
+            lon_lat = win.grid.lonlat_bounds()
+            fractions = np.bincount(win.class_map.ravel(), minlength=256)[list(range(NUM_CLASSES)) + [IGNORE]]
+            fractions = fractions / win.class_map.size
+            for k in range(seeds_per_window):
+                s = seed + k
+                rgb = synth_fn(
+                    win.class_map,
+                    model_obj,
+                    seed=s,
+                    steps=steps,
+                    sampler=sampler,
+                    device=dev,
+                    batch_size=batch_size,
+                    origin=_global_origin(win.grid),
+                )
+                sid = _sample_id(wi, s)
+                tags = {
+                    "MODEL": model_name,
+                    "SEED": s,
+                    "STEPS": steps,
+                    "SAMPLER": sampler,
+                    "GEODIFF_VERSION": __version__,
+                    "SYNTHETIC": "yes",
+                }
+                image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
+                records.append(
+                    {
+                        "id": sid,
+                        "image": image_rel,
+                        "mask": mask_rel,
+                        "window": wi,
+                        "seed": s,
+                        "west": lon_lat[0],
+                        "south": lon_lat[1],
+                        "east": lon_lat[2],
+                        "north": lon_lat[3],
+                        "crs": win.grid.crs.to_string(),
+                        "x_min": win.grid.bounds[0],
+                        "y_max": win.grid.bounds[3],
+                        "resolution_m": win.grid.resolution,
+                        "width": win.grid.width,
+                        "height": win.grid.height,
+                        **{f"frac_{c.name}": round(float(fractions[c.id]), 5) for c in CLASSES},
+                        "frac_ignore": round(float(fractions[-1]), 5),
+                    }
+                )
+                report(progress, len(records) / total, f"sample {len(records)}/{total}")
+        _write_manifests(
+            tmp,
+            records,
+            {
+                "model": model_name,
+                "steps": steps,
+                "sampler": sampler,
+                "seeds_per_window": seeds_per_window,
+                "format": fmt,
+                "source": str(osm_path or vector_path or "overpass"),
+            },
+        )
+        _finalise(tmp, out, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AugmentResult(
+        out, len(records), out / "manifest.json", out / "manifest.csv", time.monotonic() - started
+    )
+
+
+def _write_manifests(root: Path, records: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    manifest = {
+        "format": "geodiff-paired-dataset-1",
+        "description": "synthetic aerial images (images/) paired with the semantic maps they were generated from "
+        "(masks/, class ids)",
+        "layout": {"images": "images/<id>", "masks": "masks/<id>", "mask_values": "class ids; 255 = ignore"},
+        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES],
+        "ignore_index": IGNORE,
+        "attribution": ATTRIBUTION,
+        "geodiff_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        **info,
+        "n_samples": len(records),
+        "samples": records,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        if records:
+            writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)

@@ -1,0 +1,1 @@
+"""Training: datasets, TOML configs and the autoencoder / diffusion training loops."""

@@ -1,0 +1,159 @@
+"""Overpass source against a real local HTTP server (tests/overpass_server.py); never the internet."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import osmnx
+import pytest
+
+from geodiff.classes import BUILDING, ROAD, VEGETATION, WATER
+from geodiff.errors import EmptyAreaError, OverpassError
+from geodiff.osm import load_features
+from geodiff.osm.overpass import fetch_elements
+from geodiff.settings import Settings, get_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overpass_server import OverpassTestServer  # noqa: E402
+
+TOWN_BBOX = (7.4200, 43.7300, 7.4237, 43.7327)
+TOWN_COUNTS = {
+    (BUILDING, "area"): 7,
+    (ROAD, "area"): 1,
+    (ROAD, "line"): 6,
+    (WATER, "area"): 1,
+    (WATER, "line"): 1,
+    (WATER, "coastline"): 1,
+    (VEGETATION, "area"): 2,
+    (VEGETATION, "point"): 4,
+}
+
+
+def counts(features) -> dict[tuple[int, str], int]:
+    return dict(Counter(zip(features["class_id"].tolist(), features["kind"].tolist(), strict=True)))
+
+
+@pytest.fixture
+def server():
+    with OverpassTestServer() as srv:
+        yield srv
+
+
+def make_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
+    values = {
+        "overpass_url": url,
+        "cache_dir": tmp_path / "cache",
+        "use_cache": False,
+        "overpass_timeout_s": 10,
+    }
+    values.update(overrides)
+    return get_settings(**values)
+
+
+def test_features_come_back_classified(server: OverpassTestServer, tmp_path: Path) -> None:
+    before = {
+        name: getattr(osmnx.settings, name) for name in ("overpass_url", "requests_timeout", "use_cache")
+    }
+    getaddrinfo = socket.getaddrinfo
+    features = load_features(TOWN_BBOX, settings=make_settings(server.url, tmp_path))
+    assert counts(features) == TOWN_COUNTS
+    assert features.crs.to_epsg() == 4326
+    assert len(server.queries) == 1
+    query = server.queries[0]
+    assert "[out:json]" in query and "[timeout:10]" in query and "['building']" in query
+    assert server.status_requests >= 1  # rate limiting asks /status first
+    # osmnx's global settings and its socket patch are restored
+    assert {name: getattr(osmnx.settings, name) for name in before} == before
+    assert socket.getaddrinfo is getaddrinfo
+
+
+def test_cache_is_used_on_second_call(server: OverpassTestServer, tmp_path: Path) -> None:
+    settings = make_settings(server.url, tmp_path, use_cache=True, overpass_rate_limit=False)
+    first = load_features(TOWN_BBOX, settings=settings)
+    assert len(server.queries) == 1
+    assert list((tmp_path / "cache" / "overpass").glob("*.json"))
+    server.default_mode = "500"  # a second network request would now fail
+    second = load_features(TOWN_BBOX, settings=settings)
+    assert len(server.queries) == 1
+    assert counts(first) == counts(second) == TOWN_COUNTS
+
+
+def test_large_bbox_is_split_into_subqueries(server: OverpassTestServer, tmp_path: Path) -> None:
+    # the town is ~300 x 300 m = 90,000 m2; 20,000 m2 sub-queries need several requests
+    settings = make_settings(
+        server.url, tmp_path, overpass_max_query_area_m2=20_000.0, overpass_rate_limit=False
+    )
+    messages: list[str] = []
+    features = load_features(TOWN_BBOX, settings=settings, progress=lambda f, m: messages.append(m))
+    assert len(server.queries) > 3
+    assert len(set(server.queries)) == len(server.queries)  # different polygons
+    # elements returned by several sub-queries are counted once
+    assert counts(features) == TOWN_COUNTS
+    assert any(f"/{len(server.queries)}" in m for m in messages)
+
+
+def test_timeout_becomes_overpass_error(server: OverpassTestServer, tmp_path: Path) -> None:
+    server.default_mode = "hang"
+    settings = make_settings(server.url, tmp_path, overpass_timeout_s=1, overpass_rate_limit=False)
+    start = time.monotonic()
+    with pytest.raises(OverpassError) as info:
+        load_features(TOWN_BBOX, settings=settings)
+    assert time.monotonic() - start < 8
+    message = str(info.value)
+    assert "did not answer within 1 s" in message
+    assert server.url + "/interpreter" in message
+    assert "GEODIFF_OVERPASS_URL" in message and "--osm" in message
+    assert isinstance(info.value, ConnectionError)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("500", "HTTP 500"),
+        ("429", "overloaded (HTTP 429"),
+        ("504", "overloaded (HTTP 504"),
+        ("garbage", "not Overpass JSON"),
+        ("remark", "runtime error"),
+    ],
+)
+def test_http_errors_become_overpass_error(
+    server: OverpassTestServer, tmp_path: Path, mode: str, expected: str
+) -> None:
+    server.default_mode = mode
+    settings = make_settings(server.url, tmp_path, use_cache=True, overpass_rate_limit=False)
+    with pytest.raises(OverpassError) as info:
+        fetch_elements(TOWN_BBOX, settings, max_retries=1, retry_pause_s=0)
+    message = str(info.value)
+    assert expected in message
+    assert server.url in message and "retry later" in message
+    # errors are never cached
+    assert not list((tmp_path / "cache" / "overpass").glob("*.json"))
+
+
+def test_busy_server_is_retried(server: OverpassTestServer, tmp_path: Path) -> None:
+    server.modes = ["429", "504"]
+    settings = make_settings(server.url, tmp_path, overpass_rate_limit=False)
+    elements = fetch_elements(TOWN_BBOX, settings, max_retries=2, retry_pause_s=0)
+    assert len(elements) > 0
+    assert len(server.queries) == 3
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    # conftest points GEODIFF_OVERPASS_URL at the discard port, where nothing listens
+    settings = get_settings(overpass_rate_limit=False, overpass_timeout_s=5)
+    with pytest.raises(OverpassError, match="could not connect to the Overpass server at http://127.0.0.1:9"):
+        load_features(TOWN_BBOX, settings=settings)
+
+
+def test_empty_area(tmp_path: Path) -> None:
+    empty = {"version": 0.6, "generator": "test", "elements": []}
+    with OverpassTestServer(document=empty) as srv:
+        settings = make_settings(srv.url, tmp_path, overpass_rate_limit=False)
+        with pytest.raises(EmptyAreaError, match="W,S,E,N"):
+            load_features(TOWN_BBOX, settings=settings)
+        assert len(fetch_elements(TOWN_BBOX, settings, allow_empty=True)) == 0
+        assert len(load_features(TOWN_BBOX, settings=settings, allow_empty=True)) == 0
