@@ -144,7 +144,7 @@ class Grid:
 
     def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
         """The sub-grid of a pixel window (may extend past this grid's edges)."""
-        return Grid(self.crs, self.transform * Affine.translation(col_off, row_off), width, height)
+        return Grid(self.crs, self.transform @ Affine.translation(col_off, row_off), width, height)
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         t = Transformer.from_crs(self.crs, LONLAT, always_xy=True)

@@ -95,7 +95,10 @@ def sea_polygons(coastlines: np.ndarray, frame: shapely.Polygon) -> list[shapely
     clipped = [g for g in shapely.intersection(coastlines, frame) if g is not None and not g.is_empty]
     if not clipped:
         return []
-    clipped = _extend_open_ends(linemerge(unary_union(clipped)), frame)
+    parts = [p for g in clipped for p in getattr(g, "geoms", [g]) if p.geom_type == "LineString"]
+    if not parts:
+        return []
+    clipped = _extend_open_ends(linemerge(parts), frame)
     faces = list(polygonize(unary_union([frame.exterior, *clipped])))
     if len(faces) < 1:
         return []

@@ -53,6 +53,17 @@ class SynthPlan:
     def windows(self) -> int:
         return self.layout.count + sum(len(self.layout.cols) for _ in self.strips[1:])
 
+    def window_edges(self) -> tuple[list[int], list[int]]:
+        """Rows and columns of the output where a window starts or ends (where seams would show)."""
+        lay, (g_row, g_col) = self.layout, _global_origin(self.grid)
+        off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
+
+        def edges(origins: tuple[int, ...], off: int, size: int) -> list[int]:
+            cuts = {o - off for o in origins} | {o + lay.tile - off for o in origins}
+            return sorted(c for c in cuts if 0 < c < size)
+
+        return edges(lay.rows, off_r, self.grid.height), edges(lay.cols, off_c, self.grid.width)
+
     def describe(self) -> str:
         g = self.grid
         area_km2 = g.width * g.height * g.resolution**2 / 1e6

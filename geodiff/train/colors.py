@@ -68,8 +68,10 @@ def map_colors(
     colors = np.array(list(table.keys()), dtype=np.int16)
     ids = np.array(list(table.values()), dtype=np.uint8)
     flat = rgb.reshape(-1, 3)
-    # unique colours first: masks hold few distinct values, so this is fast even for large masks
-    uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+    # unique colours first (as packed 24-bit codes): masks hold few distinct values
+    code = (flat[:, 0].astype(np.int32) << 16) | (flat[:, 1].astype(np.int32) << 8) | flat[:, 2]
+    ucode, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
+    uniq = np.stack([ucode >> 16, (ucode >> 8) & 255, ucode & 255], axis=1)
     dist = np.abs(uniq[:, None, :].astype(np.int16) - colors[None]).max(-1)
     nearest = dist.argmin(1)
     ok = dist[np.arange(len(uniq)), nearest] <= tolerance

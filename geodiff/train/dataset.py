@@ -52,9 +52,9 @@ class Tile:
 def _encode(array: np.ndarray, fmt: str, quality: int) -> bytes:
     buf = io.BytesIO()
     if fmt == "JPEG":
-        Image.fromarray(array).save(buf, "JPEG", quality=quality, subsampling=0)
+        Image.fromarray(array).save(buf, "JPEG", quality=quality)
     else:
-        Image.fromarray(array).save(buf, "PNG", optimize=True)
+        Image.fromarray(array).save(buf, "PNG", compress_level=9)
     return buf.getvalue()
 
 

@@ -1,0 +1,172 @@
+"""TOML training configs, validated with clear :class:`geodiff.errors.ConfigError` messages.
+
+A config has the sections ``[data]``, ``[model]`` (:class:`geodiff.model.ModelConfig` fields),
+``[autoencoder]``, ``[diffusion]`` and ``[run]``; every key is optional except ``data.path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from geodiff.errors import ConfigError, InputNotFoundError
+from geodiff.model.config import ModelConfig
+from geodiff.settings import REPO_ROOT
+
+
+@dataclass
+class DataSection:
+    path: str = ""
+    """A dataset folder built by ``geodiff dataset build``."""
+    crop: int = 128
+    """Training crop side in pixels (the U-Net is convolutional; inference uses full tiles)."""
+    num_workers: int = 0
+
+
+@dataclass
+class AutoencoderSection:
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    l2_weight: float = 1.0
+    """Weight of an MSE term next to L1 (helps PSNR; no perceptual network is needed)."""
+    pretrained: str = ""
+    """Start from (or just use, with steps = 0) a diffusers autoencoder: a folder or hub id."""
+    pretrained_subfolder: str = ""
+    max_minutes: float = 0.0
+    """Stop (and save) after this many minutes of training; 0 = no limit."""
+    eval_tiles: int = 64
+
+
+@dataclass
+class DiffusionSection:
+    steps: int = 10000
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    warmup_steps: int = 100
+    max_minutes: float = 0.0
+    export_every: int = 0
+    """Also save_pretrained the EMA model to the output every N steps (0 = only at the end)."""
+    grad_clip: float = 1.0
+
+
+@dataclass
+class RunSection:
+    dir: str = "runs/default"
+    """Checkpoints, logs and the trained autoencoder go here."""
+    output: str = ""
+    """Where the final model is saved (save_pretrained); default ``<dir>/model``."""
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    mixed_precision: str = "bf16"
+    """``bf16`` autocast on CUDA (ignored on CPU) or ``no``."""
+    log_every: int = 10
+    checkpoint_every: int = 200
+    name: str = "geodiff"
+
+
+@dataclass
+class TrainConfig:
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
+    diffusion: DiffusionSection = field(default_factory=DiffusionSection)
+    run: RunSection = field(default_factory=RunSection)
+    source: str = ""
+
+    def resolve(self, value: str) -> Path:
+        """Relative paths in a config are relative to the repository root (where configs/ lives)."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def run_dir(self) -> Path:
+        return self.resolve(self.run.dir)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.run.output) if self.run.output else self.run_dir / "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": dataclasses.asdict(self.data),
+            "model": self.model.to_dict(),
+            "autoencoder": dataclasses.asdict(self.autoencoder),
+            "diffusion": dataclasses.asdict(self.diffusion),
+            "run": dataclasses.asdict(self.run),
+        }
+
+
+_SECTIONS = {"data": DataSection, "autoencoder": AutoencoderSection, "diffusion": DiffusionSection, "run": RunSection}
+
+
+def _section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must be a table ([{where.split()[-1]}])")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(known)}")
+    default = cls()
+    for key, value in values.items():
+        expected = type(getattr(default, key))
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"{where}.{key} = {value!r}: expected a {expected.__name__}")
+        if expected in (int, float) and value < 0:
+            raise ConfigError(f"{where}.{key} = {value!r}: must not be negative")
+        setattr(default, key, value)
+    return default
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Validate a config dict (as read from TOML) into a :class:`TrainConfig`."""
+    unknown = sorted(set(data) - set(_SECTIONS) - {"model"})
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {', '.join(unknown)}; valid sections are data, model, autoencoder, "
+            "diffusion, run"
+        )
+    cfg = TrainConfig(source=source)
+    for name, cls in _SECTIONS.items():
+        if name in data:
+            setattr(cfg, name, _section(cls, data[name], f"{source}: {name}"))
+    if "model" in data:
+        if not isinstance(data["model"], dict):
+            raise ConfigError(f"{source}: model must be a table ([model])")
+        cfg.model = ModelConfig.from_dict(dict(data["model"]), where=f"{source}: model")
+    for name in ("steps", "batch_size"):
+        for sec in ("autoencoder", "diffusion"):
+            if getattr(getattr(cfg, sec), name) < (0 if name == "steps" else 1):
+                raise ConfigError(f"{source}: {sec}.{name} must be at least 1")
+    if cfg.run.mixed_precision not in ("bf16", "no"):
+        raise ConfigError(f"{source}: run.mixed_precision must be 'bf16' or 'no'")
+    if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):
+        raise ConfigError(f"{source}: run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    if cfg.data.crop % cfg.model.latent_factor or cfg.data.crop < 8:
+        raise ConfigError(f"{source}: data.crop={cfg.data.crop} must be a multiple of the autoencoder factor")
+    if not cfg.data.path:
+        raise ConfigError(f"{source}: data.path is required (a folder made by `geodiff dataset build`)")
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a TOML training config."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"config file {path} does not exist (see configs/*.toml for examples)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_config(data, source=str(path))
