@@ -29,3 +29,9 @@ def make_tiny_model(path: Path, seed: int = 0, **overrides: object) -> Path:
     model = GeodiffModel(ModelConfig(**{**TINY, **overrides}))
     model.save_pretrained(path)
     return path
+
+
+if __name__ == "__main__":  # used by .ci/run to give the QGIS end-to-end tests a model
+    import sys
+
+    print(make_tiny_model(Path(sys.argv[1])))
