@@ -1,0 +1,56 @@
+"""``geodiff train autoencoder|diffusion --config FILE``: train from a TOML config (see configs/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geodiff.cli.options import close_progress, make_progress, progress_option
+
+_config = click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+                       help="TOML training config (see configs/*.toml).")
+_resume = click.option("--resume", is_flag=True,
+                       help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).")
+
+
+@click.group()
+def train() -> None:
+    """Train the autoencoder, then the map-conditioned diffusion model."""
+
+
+@train.command()
+@_config
+@_resume
+@progress_option
+def autoencoder(config_path: Path, resume: bool, progress_mode: str) -> None:
+    """Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}."""
+    from geodiff.train.config import load_config
+    from geodiff.train.loops import train_autoencoder
+
+    cfg = load_config(config_path)
+    progress = make_progress(progress_mode, "autoencoder")
+    try:
+        folder = train_autoencoder(cfg, resume=resume, progress=progress)
+    finally:
+        close_progress(progress)
+    metrics = (folder.parent / "metrics.json").read_text()
+    click.echo(f"autoencoder saved to {folder}\n{metrics}")
+
+
+@train.command()
+@_config
+@_resume
+@progress_option
+def diffusion(config_path: Path, resume: bool, progress_mode: str) -> None:
+    """Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder."""
+    from geodiff.train.config import load_config
+    from geodiff.train.loops import train_diffusion
+
+    cfg = load_config(config_path)
+    progress = make_progress(progress_mode, "diffusion")
+    try:
+        folder = train_diffusion(cfg, resume=resume, progress=progress)
+    finally:
+        close_progress(progress)
+    click.echo(f"model saved to {folder}")
