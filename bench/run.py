@@ -116,7 +116,7 @@ def bench_default(
     """Default blended synthesis of an ``area_px`` square map; best of ``repeats`` after one warm-up."""
     import numpy as np
 
-    from geodiff.synth import OVERLAP_PX, synthesize_map
+    from geodiff.synth import synthesize_map, window_overlap
     from geodiff.tiling import layout_for
 
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def bench_default(
         rng.integers(0, 5, (area_px // 16, area_px // 16)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
     )
     tile = model.config.tile_size
-    lay = layout_for(0, 0, area_px, area_px, tile, OVERLAP_PX)
+    lay = layout_for(0, 0, area_px, area_px, tile, window_overlap(tile, model.latent_factor, True))
     synthesize_map(class_map[:tile, :tile], model, steps=2, device=device, batch_size=batch)  # warm-up
     best_wall, cpu = math.inf, math.inf
     for _ in range(repeats):
@@ -210,21 +210,25 @@ def bench_rasterize(resolution: float) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-def load_bench_model(model_dir: Path, device: str, dtype: Any) -> tuple[Any, str]:
+def load_bench_model(model_dir: Path, config: Path | None, device: str, dtype: Any) -> tuple[Any, str]:
+    """The trained model if ``model_dir`` exists, else its architecture (``[model]`` of a train config) at random."""
+    import tomllib
+
     import torch
 
     from geodiff.model import GeodiffModel, ModelConfig
 
     if (model_dir / "config.json").is_file():
         return GeodiffModel.from_pretrained(str(model_dir), device=device, dtype=dtype), str(model_dir)
-    cfg_file = model_dir / "model_config.json"
-    cfg = ModelConfig()
     torch.manual_seed(0)
-    model = GeodiffModel(cfg).to(device=device, dtype=dtype).eval()
-    return (
-        model,
-        f"random init of the default ModelConfig ({model_dir} not found{'' if not cfg_file else ''})",
-    )
+    if config is not None and config.is_file():
+        fields = tomllib.loads(config.read_text()).get("model", {})
+        name = config.relative_to(REPO) if config.is_relative_to(REPO) else config
+        desc = f"random init of the architecture in {name}"
+    else:
+        fields, desc = {}, "random init of the default ModelConfig"
+    model = GeodiffModel(ModelConfig(**fields)).to(device=device, dtype=dtype).eval()
+    return model, f"{desc} ({model_dir.name} not found; timings do not depend on weights)"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -266,6 +270,12 @@ def markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=REPO / "models" / "geodiff-default")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "configs" / "cpu_default.toml",
+        help="train config whose [model] architecture is used when --model does not exist",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--area-px", type=int, default=512, help="side of the square map for the default run")
     p.add_argument("--steps", type=int, default=20)
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = resolve_device(args.device)
-    model, model_desc = load_bench_model(args.model, device, dtype)
+    model, model_desc = load_bench_model(args.model, args.config, device, dtype)
     print(f"device {device} ({device_name(device)}), dtype {dtype}, model: {model_desc}", file=sys.stderr)
 
     flops = count_flops(model, 1)

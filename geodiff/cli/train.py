@@ -12,6 +12,26 @@ _config = click.option("--config", "config_path", type=click.Path(path_type=Path
                        help="TOML training config (see configs/*.toml).")
 _resume = click.option("--resume", is_flag=True,
                        help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).")
+_max_minutes = click.option("--max-minutes", type=float, default=None,
+                            help="Stop, checkpoint and save after this many minutes (overrides the config).")
+_steps = click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
+
+
+def _load(config_path: Path, section: str, max_minutes: float | None, steps: int | None):  # noqa: ANN202
+    from geodiff.errors import ConfigError
+    from geodiff.train.config import load_config
+
+    cfg = load_config(config_path)
+    sec = getattr(cfg, section)
+    if max_minutes is not None:
+        if max_minutes <= 0:
+            raise ConfigError("--max-minutes must be positive")
+        sec.max_minutes = max_minutes
+    if steps is not None:
+        if steps < 0:
+            raise ConfigError("--steps must not be negative")
+        sec.steps = steps
+    return cfg
 
 
 @click.group()
@@ -22,13 +42,14 @@ def train() -> None:
 @train.command()
 @_config
 @_resume
+@_max_minutes
+@_steps
 @progress_option
-def autoencoder(config_path: Path, resume: bool, progress_mode: str) -> None:
+def autoencoder(config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str) -> None:
     """Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}."""
-    from geodiff.train.config import load_config
     from geodiff.train.loops import train_autoencoder
 
-    cfg = load_config(config_path)
+    cfg = _load(config_path, "autoencoder", max_minutes, steps)
     progress = make_progress(progress_mode, "autoencoder")
     try:
         folder = train_autoencoder(cfg, resume=resume, progress=progress)
@@ -41,13 +62,14 @@ def autoencoder(config_path: Path, resume: bool, progress_mode: str) -> None:
 @train.command()
 @_config
 @_resume
+@_max_minutes
+@_steps
 @progress_option
-def diffusion(config_path: Path, resume: bool, progress_mode: str) -> None:
+def diffusion(config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str) -> None:
     """Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder."""
-    from geodiff.train.config import load_config
     from geodiff.train.loops import train_diffusion
 
-    cfg = load_config(config_path)
+    cfg = _load(config_path, "diffusion", max_minutes, steps)
     progress = make_progress(progress_mode, "diffusion")
     try:
         folder = train_diffusion(cfg, resume=resume, progress=progress)

@@ -155,8 +155,10 @@ def measure_seams(
         "independent_tiles": seam_ratio(naive, tb_r, tb_c).to_dict(),
         "blended_at_tile_boundaries": seam_ratio(blended, tb_r, tb_c).to_dict(),
     }
-    if overlap is None:
-        overlap = _default_overlap(tile)
+    if overlap is None:  # the overlap synthesize_map blends with
+        from geodiff.synth import window_overlap
+
+        overlap = window_overlap(tile, model.latent_factor, True)
     if overlap:
         from geodiff.tiling import layout_for
 
@@ -170,18 +172,6 @@ def measure_seams(
     if reference_image is not None:  # what the map's own edges at those positions contribute in real photos
         out["real_mosaic_at_tile_boundaries"] = seam_ratio(reference_image, tb_r, tb_c).to_dict()
     return out, naive, blended
-
-
-def _default_overlap(tile: int) -> int:
-    try:
-        from geodiff import synth
-
-        for name in ("OVERLAP_PX", "DEFAULT_OVERLAP"):
-            if hasattr(synth, name):
-                return int(getattr(synth, name))
-    except ImportError:
-        pass
-    return tile // 4
 
 
 def evaluate_model(

@@ -40,6 +40,8 @@ class AutoencoderSection:
     max_minutes: float = 0.0
     """Stop (and save) after this many minutes of training; 0 = no limit."""
     eval_tiles: int = 64
+    crop: int = 0
+    """Autoencoder training crop side (0 = ``data.crop``); small crops are as good for a conv autoencoder."""
 
 
 @dataclass

@@ -25,7 +25,6 @@ from PIL import Image
 
 from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
 from geodiff.errors import DataError, InputNotFoundError
-from geodiff.io import atomic_path
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import DEFAULT_RESOLUTION_M, TILE_SIZE
 from geodiff.train.colors import get_table, map_colors
@@ -72,6 +71,8 @@ def write_dataset(
     jpeg_quality: int = 90,
 ) -> dict[str, Any]:
     """Write ``tiles.npz`` + ``manifest.json`` into ``out``; returns the manifest."""
+    from geodiff.io import atomic_path  # here, so training needs no GDAL stack (GPU machines lack it)
+
     imgs, masks, names, split = [], [], [], []
     hist = np.zeros(256, dtype=np.int64)
     for t in tiles:

@@ -152,7 +152,7 @@ def train_autoencoder(
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
         raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir")
-    train_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
+    train_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=sec.crop or cfg.data.crop)
     check_num_classes(train_ds.manifest)
     try:
         val_ds = TileDataset(cfg.resolve(cfg.data.path), "val", crop=None, augment=False)
@@ -365,8 +365,9 @@ def train_diffusion(
         report(progress, step / sec.steps, f"diffusion step {step}/{sec.steps} loss {avg:.4f}")
         if step % cfg.run.checkpoint_every == 0:
             checkpoint()
-        if sec.export_every and step % sec.export_every == 0:
-            export()
+        early = step == cfg.run.log_every and not (cfg.output_dir / "config.json").exists()
+        if early or (sec.export_every and step % sec.export_every == 0):
+            export()  # the early export gives integrators a loadable folder within minutes
         if sec.max_minutes and elapsed > sec.max_minutes * 60:
             break
     checkpoint()

@@ -1,0 +1,195 @@
+"""GeodiffModel: the five conditioning variants, save/load round trip, schedulers, autoencoder loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geodiff.errors import ConfigError, ModelError
+from geodiff.model import (
+    CONDITIONING_VARIANTS,
+    GeodiffModel,
+    ModelConfig,
+    build_autoencoder,
+    load_autoencoder,
+)
+from geodiff.pipeline import GeodiffPipeline
+from geodiff.settings import DEFAULT_MODEL_DIR, DEFAULT_RESOLUTION_M
+
+# one thread: the 2 shared cores are usually busy, and OpenMP threads spin badly under contention
+torch.set_num_threads(1)
+
+TINY = dict(
+    tile_size=32,
+    vae_block_channels=[8, 8, 8],
+    vae_norm_groups=4,
+    latent_channels=4,
+    unet_block_channels=[8, 16],
+    unet_attention_levels=[False, True],
+    unet_norm_groups=4,
+    attention_head_dim=4,
+    map_encoder_channels=[8, 8],
+    map_cond_channels=4,
+    context_dim=8,
+    context_pool=2,
+    storage_dtype="float32",
+)
+
+
+def tiny(conditioning: str = "concat_encoded_xattn", **kw: object) -> GeodiffModel:
+    torch.manual_seed(0)
+    return GeodiffModel(ModelConfig(**{**TINY, "conditioning": conditioning, **kw})).eval()
+
+
+def class_map(b: int = 2, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    m = torch.randint(0, 5, (b, size, size), generator=g)
+    m[:, :4, :4] = 255  # ignore pixels must be accepted
+    return m
+
+
+@pytest.mark.parametrize("variant", CONDITIONING_VARIANTS)
+def test_each_variant_builds_and_predicts(variant: str) -> None:
+    model = tiny(variant)
+    cond = model.condition(class_map())
+    lat = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        eps = model.predict_noise(lat, torch.tensor([10, 900]), cond)
+    assert eps.shape == lat.shape and torch.isfinite(eps).all()
+    if variant == "none":
+        assert cond.concat is None
+    else:
+        assert cond.concat is not None and cond.concat.shape[-2:] == (8, 8)
+    if variant.endswith("xattn"):
+        assert cond.context.shape == (2, 16, 8)  # 8x8 latent cells pooled by 2
+    else:
+        assert cond.context.shape[1] == 1
+    # the map must matter for conditioned variants
+    other = model.condition(torch.zeros(2, 32, 32, dtype=torch.long))
+    with torch.no_grad():
+        eps2 = model.predict_noise(lat, torch.tensor([10, 900]), other)
+    assert torch.equal(eps, eps2) == (variant == "none")
+
+
+def test_contract_properties() -> None:
+    model = tiny()
+    assert model.latent_factor == 4
+    assert model.config.tile_size == 32
+    assert model.config.resolution_m == DEFAULT_RESOLUTION_M
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        lat = model.encode_images(images)
+        assert lat.shape == (1, 4, 8, 8)
+        out = model.decode_latents(lat)
+    assert out.shape == (1, 3, 32, 32) and out.min() >= -1 and out.max() <= 1
+
+
+def test_schedulers_share_betas() -> None:
+    model = tiny()
+    dpm, ddpm = model.make_scheduler("dpm"), model.make_scheduler("ddpm")
+    assert torch.equal(dpm.betas.double(), ddpm.betas.double())
+    assert len(ddpm.betas) == 1000
+    assert dpm.config.algorithm_type == "dpmsolver++" and dpm.config.solver_order == 2
+    with pytest.raises(ModelError, match="unknown sampler"):
+        model.make_scheduler("euler")
+
+
+def test_save_load_round_trip_is_exact(tmp_path: Path) -> None:
+    model = tiny()
+    path = model.save_pretrained(tmp_path / "m")
+    for sub in ("vae", "unet", "map_encoder", "scheduler"):
+        assert (path / sub).is_dir()
+    assert json.loads((path / "classes.json").read_text())["classes"][1]["name"] == "building"
+    loaded = GeodiffModel.from_pretrained(path)
+    assert loaded.config == model.config
+    cm = class_map()
+    lat = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        a = model.predict_noise(lat, 500, model.condition(cm))
+        b = loaded.predict_noise(lat, 500, loaded.condition(cm))
+        assert torch.equal(a, b)
+        assert torch.equal(model.decode_latents(lat), loaded.decode_latents(lat))
+    assert torch.equal(model.make_scheduler("dpm").betas, loaded.make_scheduler("dpm").betas)
+
+
+def test_fp16_storage_and_shards(tmp_path: Path) -> None:
+    model = tiny(storage_dtype="float16")
+    path = model.save_pretrained(tmp_path / "m", max_shard_size="20KB")
+    shards = list((path / "unet").glob("*.safetensors"))
+    assert len(shards) > 1 and all(p.stat().st_size < 40_000 for p in shards)
+    loaded = GeodiffModel.from_pretrained(path)
+    assert loaded.dtype == torch.float32
+    p0 = next(model.unet.parameters())
+    assert torch.allclose(next(loaded.unet.parameters()), p0.half().float())
+
+
+def test_missing_or_incomplete_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist.*train"):
+        GeodiffModel.from_pretrained(tmp_path / "nope")
+    path = tiny().save_pretrained(tmp_path / "m")
+    for f in (path / "unet").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ModelError, match="unet/ weights"):
+        GeodiffModel.from_pretrained(path)
+    (path / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(ModelError, match="scheduler"):
+        GeodiffModel.from_pretrained(path)
+
+
+def test_bad_model_config() -> None:
+    with pytest.raises(ConfigError, match="conditioning"):
+        ModelConfig(conditioning="concat_magic")
+    with pytest.raises(ConfigError, match="unknown key"):
+        ModelConfig.from_dict({"colour": 3})
+    with pytest.raises(ConfigError, match="unet_attention_levels"):
+        ModelConfig(**{**TINY, "unet_attention_levels": [True]})
+
+
+@pytest.mark.parametrize("vae_type", ["kl", "vq"])
+def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: str) -> None:
+    cfg = ModelConfig(**{**TINY, "vae_type": vae_type})
+    vae = build_autoencoder(cfg)
+    vae.save_pretrained(tmp_path / "repo" / "vqvae")
+    loaded = load_autoencoder(tmp_path / "repo", subfolder="vqvae")
+    assert type(loaded) is type(vae)
+    model = tiny()
+    model.set_autoencoder(loaded)
+    assert model.config.vae_type == vae_type
+    with torch.no_grad():
+        lat = model.encode_images(torch.zeros(1, 3, 32, 32))
+        assert model.decode_latents(lat).shape == (1, 3, 32, 32)
+    with pytest.raises(ModelError, match="cannot read an autoencoder"):
+        load_autoencoder(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("sampler", ["dpm", "ddpm"])
+def test_pipeline_single_tile(sampler: str) -> None:
+    model = tiny()
+    pipe = GeodiffPipeline(model, model.make_scheduler(sampler))
+    steps = 3 if sampler == "dpm" else 2
+    a = pipe(class_map(1)[0], num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images
+    b = pipe(class_map(1)[0].numpy(), num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images
+    assert a.shape == (1, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    pt = pipe(class_map(2), num_inference_steps=2, output_type="pt").images
+    assert pt.shape == (2, 3, 32, 32)
+
+
+def test_window_size_checked() -> None:
+    with pytest.raises(ModelError, match="multiples of 8"):
+        tiny().condition(torch.zeros(1, 36, 36, dtype=torch.long))
+
+
+def test_shipped_default_model() -> None:
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        pytest.skip("no shipped model in models/geodiff-default")
+    model = GeodiffModel.from_pretrained(DEFAULT_MODEL_DIR)
+    assert model.config.resolution_m == DEFAULT_RESOLUTION_M
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+    assert size <= 64 * 2**20
+    assert all(p.stat().st_size <= 15_000_000 for p in DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    assert (DEFAULT_MODEL_DIR / "README.md").exists()

@@ -1,0 +1,181 @@
+"""Training: losses go down, configs are validated, runs resume and end in a loadable model folder."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from geodiff.cli import main
+from geodiff.errors import ConfigError
+from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder
+from geodiff.train.config import load_config, parse_config
+from geodiff.train.dataset import build_from_mask_folder
+from geodiff.train.loops import diffusion_loss, train_autoencoder, train_diffusion
+from tests.test_dataset import make_folder
+from tests.test_model import TINY
+
+# one thread: the 2 shared cores are usually busy, and OpenMP threads spin badly under contention
+torch.set_num_threads(1)
+
+TINY_TOML = """
+[data]
+path = "{data}"
+crop = 32
+[model]
+tile_size = 64
+vae_block_channels = [8, 8, 8]
+vae_norm_groups = 4
+unet_block_channels = [8, 16]
+unet_attention_levels = [false, true]
+unet_norm_groups = 4
+attention_head_dim = 4
+map_encoder_channels = [8, 8]
+map_cond_channels = 4
+context_dim = 8
+storage_dtype = "float32"
+[autoencoder]
+steps = 4
+batch_size = 2
+eval_tiles = 2
+[diffusion]
+steps = 4
+batch_size = 2
+[run]
+dir = "{run}"
+threads = 1
+log_every = 1
+checkpoint_every = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_folder(root / "src", n=2, size=(128, 128))
+    build_from_mask_folder(root / "src", root / "ds", tile_size=64, val_fraction=0.5)
+    return root / "ds"
+
+
+def write_config(tmp_path: Path, dataset: Path, extra: str = "") -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(TINY_TOML.format(data=dataset, run=tmp_path / "run") + extra)
+    return path
+
+
+def test_autoencoder_loss_decreases() -> None:
+    torch.manual_seed(0)
+    vae = build_autoencoder(ModelConfig(**TINY))
+    opt = torch.optim.AdamW(vae.parameters(), lr=3e-3)
+    # smooth images, like aerial photos at this scale (pure noise is incompressible)
+    x = F.interpolate(torch.rand(2, 3, 4, 4) * 2 - 1, size=32, mode="bilinear")
+    losses = []
+    for _ in range(12):
+        y = vae(x, sample_posterior=False).sample
+        loss = F.l1_loss(y, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("variant", ["concat_encoded_xattn", "concat_down"])
+def test_diffusion_loss_decreases(variant: str) -> None:
+    torch.manual_seed(0)
+    model = GeodiffModel(ModelConfig(**{**TINY, "conditioning": variant}))
+    params = list(model.unet.parameters()) + list(model.map_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=2e-3)
+    sched = model.make_scheduler("ddpm")
+    latents = torch.randn(4, 4, 8, 8)
+    cmap = torch.randint(0, 5, (4, 32, 32))
+
+    def loss_at(seed: int) -> torch.Tensor:
+        return diffusion_loss(model, latents, cmap, sched, generator=torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        before = sum(loss_at(s).item() for s in range(3))
+    for i in range(15):
+        loss = loss_at(i % 3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = sum(loss_at(s).item() for s in range(3))
+    assert after < 0.8 * before
+
+
+def test_end_to_end_resume_and_cli(tmp_path: Path, dataset: Path) -> None:
+    cfg_path = write_config(tmp_path, dataset)
+    assert main(["train", "autoencoder", "--config", str(cfg_path), "--progress", "none"]) == 0
+    assert (tmp_path / "run" / "autoencoder" / "vae" / "config.json").exists()
+    assert "psnr_db" in (tmp_path / "run" / "autoencoder" / "metrics.json").read_text()
+    # a second start without --resume is refused: it would overwrite the run
+    assert main(["train", "autoencoder", "--config", str(cfg_path), "--progress", "none"]) == ConfigError.exit_code
+    cfg = load_config(cfg_path)
+    out = train_diffusion(cfg)
+    model = GeodiffModel.from_pretrained(out)
+    assert (out / "README.md").exists() and "CC0" in (out / "README.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "run" / "diffusion" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    # resume continues from the checkpoint up to the new step count
+    cfg.diffusion.steps = 6
+    train_diffusion(cfg, resume=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "diffusion" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows][-2:] == [5, 6]
+    assert model.config.resolution_m == cfg.model.resolution_m
+
+
+def test_diffusion_needs_an_autoencoder(tmp_path: Path, dataset: Path) -> None:
+    cfg = load_config(write_config(tmp_path, dataset))
+    with pytest.raises(Exception, match="train autoencoder"):
+        train_diffusion(cfg)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("[optimizer]\nlr = 1\n", "unknown section"),
+        ("", None),
+    ],
+)
+def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str | None) -> None:
+    path = write_config(tmp_path, dataset, extra)
+    if match is None:
+        assert load_config(path).model.tile_size == 64
+    else:
+        with pytest.raises(ConfigError, match=match):
+            load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"data": {"path": "x"}, "diffusion": {"stepz": 3}}, "unknown key.*stepz"),
+        ({"data": {"path": "x"}, "diffusion": {"steps": "many"}}, "diffusion.steps.*expected a int"),
+        ({"data": {"path": "x"}, "diffusion": {"lr": -1.0}}, "negative"),
+        ({"data": {"path": "x"}, "model": {"conditioning": "magic"}}, "conditioning"),
+        ({"data": {"path": "x"}, "model": {"unet_blocks": 3}}, "unknown key"),
+        ({"data": {"path": "x"}, "run": {"device": "tpu"}}, "run.device"),
+        ({"data": {}}, "data.path is required"),
+        ({"data": {"path": "x", "crop": 30}}, "crop"),
+    ],
+)
+def test_bad_configs(data: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(data, "test.toml")
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[data\npath = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted(Path(__file__).resolve().parent.parent.glob("configs/*.toml")):
+        load_config(path)
