@@ -80,3 +80,13 @@ def test_preview_png(tmp_path):
     write_class_preview(tmp_path / "p.png", cm)
     img = np.asarray(Image.open(tmp_path / "p.png"))
     assert tuple(img[0, 1]) == CLASSES[1].color and tuple(img[1, 1]) == CLASSES[3].color
+
+
+def test_outputs_get_normal_permissions(tmp_path, grid):
+    import os
+    import stat
+
+    path = write_class_map(tmp_path / "m.tif", np.zeros(grid.shape, np.uint8), grid)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
