@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many held-out tiles")
     p.add_argument("--synthetic-only", action="store_true", help="also train on synthetic pairs alone")
     p.add_argument("--mask-colors", default=None, help="colour table of RGB colour masks, e.g. dubai_aerial")
+    p.add_argument(
+        "--note", default=None, help="free text recorded with the results (e.g. model training state)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     res["command"] = " ".join(
         shlex.quote(a) for a in ["python", "bench/augmentation_experiment.py", *(argv or sys.argv[1:])]
     )
+    if args.note:
+        res["note"] = args.note
     if args.tiny_model:
         res["model"] = "tiny random model (plumbing check; results meaningless)"
     paths = write_results(res, args.out)

@@ -100,7 +100,9 @@ class GeodiffPipeline:
         if output_type == "pt":
             out: Any = images
         else:
-            arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            arr = (
+                ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            )
             if output_type == "pil":
                 from PIL import Image
 

@@ -47,7 +47,9 @@ def test_build_from_generated_mask_folder(tmp_path: Path) -> None:
     manifest, images, masks, split = load_dataset(tmp_path / "ds")
     assert images.shape == (32, 128, 128, 3) and masks.shape == (32, 128, 128)
     assert set(np.unique(masks)) <= {0, BUILDING, ROAD, WATER, IGNORE}
-    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["val_sources"] == manifest["val_sources"]
+    assert (
+        json.loads((tmp_path / "ds" / "manifest.json").read_text())["val_sources"] == manifest["val_sources"]
+    )
     # the validation split is fixed: rebuilding gives the same one
     m2 = build_from_mask_folder(src, tmp_path / "ds2", tile_size=128, val_fraction=0.25)
     assert m2["val_sources"] == m["val_sources"]
@@ -126,7 +128,9 @@ def test_build_from_real_dubai_images(dubai_aerial: Path, tmp_path: Path) -> Non
 
 
 def test_build_from_orthophoto_and_vector(tmp_path: Path) -> None:
-    pytest.importorskip("geodiff.rasterize", reason="geodiff.rasterize (rasterizer) is not in this checkout yet")
+    pytest.importorskip(
+        "geodiff.rasterize", reason="geodiff.rasterize (rasterizer) is not in this checkout yet"
+    )
     pytest.importorskip("geodiff.osm.vector", reason="geodiff.osm vector source is not in this checkout yet")
     import geopandas as gpd
     import rasterio
@@ -137,8 +141,17 @@ def test_build_from_orthophoto_and_vector(tmp_path: Path) -> None:
     x0, y0 = 500_000.0, 2_770_300.0
     rgb = np.random.default_rng(0).integers(0, 255, (3, 600, 600), dtype=np.uint8)
     tif = tmp_path / "ortho.tif"
-    with rasterio.open(tif, "w", driver="GTiff", width=600, height=600, count=3, dtype="uint8",
-                       crs="EPSG:32640", transform=from_origin(x0, y0, 0.5, 0.5)) as dst:
+    with rasterio.open(
+        tif,
+        "w",
+        driver="GTiff",
+        width=600,
+        height=600,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=from_origin(x0, y0, 0.5, 0.5),
+    ) as dst:
         dst.write(rgb)
     feats = gpd.GeoDataFrame(
         {"class": ["building", "water"]},
@@ -149,8 +162,21 @@ def test_build_from_orthophoto_and_vector(tmp_path: Path) -> None:
     feats.to_file(vec, driver="GeoJSON")
     from geodiff.train.dataset import build_from_orthophoto
 
-    m = build_from_orthophoto(tif, tmp_path / "ds", vector_path=vec, resolution_m=1.0, tile_size=128,
-                              val_fraction=0.25)
+    m = build_from_orthophoto(
+        tif, tmp_path / "ds", vector_path=vec, resolution_m=1.0, tile_size=128, val_fraction=0.25
+    )
     assert m["resolution_m"] == 1.0 and m["num_tiles"] >= 4
     _, images, masks, _ = load_dataset(tmp_path / "ds")
     assert (masks == BUILDING).any() and (masks == WATER).any()
+
+
+def test_cli_build(tmp_path: Path) -> None:
+    from geodiff.cli import main
+
+    src = make_folder(tmp_path / "src", n=2)
+    args = ["dataset", "build", "--images", str(src), "--out", str(tmp_path / "ds"), "--progress", "none"]
+    assert main(args + ["--val-fraction", "0.5"]) == 0
+    assert (tmp_path / "ds" / "manifest.json").exists()
+    assert main(args) == 2  # exists: refused without --overwrite
+    assert main(args + ["--overwrite"]) == 0
+    assert main(["dataset", "build", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 3

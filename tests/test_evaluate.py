@@ -282,3 +282,32 @@ def test_cli_evaluate_runs_with_saved_model(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r" / "report.json").read_text())["meta"]["n_eval_tiles"] == 2
     assert main(args) == 2  # the report exists: refused without --overwrite
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_augmentation_experiment_plumbing(tmp_path: Path) -> None:
+    from geodiff.evaluate.experiment import augmentation_experiment, write_results
+
+    images, masks = _toy_pairs(n=12, size=128)
+    root = _write_folder(tmp_path / "ds", images, masks)
+    res = augmentation_experiment(root, tiny_model(), n_real=3, n_synthetic=3, seeds=(0, 1), segnet_steps=2,
+                                  segnet_base=4, crop=32, batch_size=2, steps=1, device="cpu")  # fmt: skip
+    assert set(res["summary"]) == {"real", "real+synthetic"}
+    assert len(res["runs"]["real"]) == 2 and len(res["miou_gain_paired"]["runs"]) == 2
+    js, md = write_results(res, tmp_path / "aug")
+    assert json.loads(js.read_text())["setup"]["n_real"] == 3
+    assert "mIoU mean" in md.read_text()
+    with pytest.raises(InvalidParameterError, match="exceeds"):
+        augmentation_experiment(root, tiny_model(), n_real=100, n_synthetic=100, device="cpu")
+
+
+def test_seam_mosaic_prefers_adjacent_tiles() -> None:
+    from geodiff.evaluate.data import Pairs
+    from geodiff.evaluate.run import _mosaic_map
+
+    names = ["a@0,0", "b@0,0", "a@0,64", "a@64,0", "a@64,64"]
+    masks = np.stack([np.full((64, 64), i, np.uint8) for i in range(5)])
+    pairs = Pairs(np.zeros((5, 64, 64, 3), np.uint8), masks, names)
+    cmap, _, contiguous = _mosaic_map(pairs, 64, 128)
+    assert contiguous and cmap[0, 0] == 0 and cmap[0, 64] == 2 and cmap[64, 0] == 3 and cmap[64, 64] == 4
+    _, _, contiguous = _mosaic_map(Pairs(pairs.images[:4], masks[:4], ["x", "y", "z", "w"]), 64, 128)
+    assert not contiguous

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,7 +16,6 @@ from geodiff.model import (
     build_autoencoder,
     load_autoencoder,
 )
-from geodiff.pipeline import GeodiffPipeline
 from geodiff.settings import DEFAULT_MODEL_DIR, DEFAULT_RESOLUTION_M
 
 # one thread: the 2 shared cores are usually busy, and OpenMP threads spin badly under contention
@@ -164,19 +162,6 @@ def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: 
         assert model.decode_latents(lat).shape == (1, 3, 32, 32)
     with pytest.raises(ModelError, match="cannot read an autoencoder"):
         load_autoencoder(tmp_path / "empty")
-
-
-@pytest.mark.parametrize("sampler", ["dpm", "ddpm"])
-def test_pipeline_single_tile(sampler: str) -> None:
-    model = tiny()
-    pipe = GeodiffPipeline(model, model.make_scheduler(sampler))
-    steps = 3 if sampler == "dpm" else 2
-    a = pipe(class_map(1)[0], num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images
-    b = pipe(class_map(1)[0].numpy(), num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images
-    assert a.shape == (1, 32, 32, 3) and a.dtype == np.uint8
-    np.testing.assert_array_equal(a, b)
-    pt = pipe(class_map(2), num_inference_steps=2, output_type="pt").images
-    assert pt.shape == (2, 3, 32, 32)
 
 
 def test_window_size_checked() -> None:

@@ -14,7 +14,7 @@ from geodiff.errors import ConfigError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder
 from geodiff.train.config import load_config, parse_config
 from geodiff.train.dataset import build_from_mask_folder
-from geodiff.train.loops import diffusion_loss, train_autoencoder, train_diffusion
+from geodiff.train.loops import diffusion_loss, train_diffusion
 from tests.test_dataset import make_folder
 from tests.test_model import TINY
 
@@ -114,7 +114,10 @@ def test_end_to_end_resume_and_cli(tmp_path: Path, dataset: Path) -> None:
     assert (tmp_path / "run" / "autoencoder" / "vae" / "config.json").exists()
     assert "psnr_db" in (tmp_path / "run" / "autoencoder" / "metrics.json").read_text()
     # a second start without --resume is refused: it would overwrite the run
-    assert main(["train", "autoencoder", "--config", str(cfg_path), "--progress", "none"]) == ConfigError.exit_code
+    assert (
+        main(["train", "autoencoder", "--config", str(cfg_path), "--progress", "none"])
+        == ConfigError.exit_code
+    )
     cfg = load_config(cfg_path)
     out = train_diffusion(cfg)
     model = GeodiffModel.from_pretrained(out)

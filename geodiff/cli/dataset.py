@@ -17,33 +17,82 @@ def dataset() -> None:
 
 
 @dataset.command()
-@click.option("--images", "images", type=click.Path(path_type=Path), default=None,
-              help="Folder with images/ + masks/ colour-mask pairs (searched recursively), e.g. dubai_aerial.")
-@click.option("--orthophoto", type=click.Path(path_type=Path), default=None,
-              help="A georeferenced RGB GeoTIFF; its class map comes from --osm or --vector.")
-@click.option("--osm", "osm_path", type=click.Path(path_type=Path), default=None, help="OSM file of the area.")
-@click.option("--vector", "vector_path", type=click.Path(path_type=Path), default=None,
-              help="GeoJSON/GeoPackage with a class attribute.")
+@click.option(
+    "--images",
+    "images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder with images/ + masks/ colour-mask pairs (searched recursively), e.g. dubai_aerial.",
+)
+@click.option(
+    "--orthophoto",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A georeferenced RGB GeoTIFF; its class map comes from --osm or --vector.",
+)
+@click.option(
+    "--osm", "osm_path", type=click.Path(path_type=Path), default=None, help="OSM file of the area."
+)
+@click.option(
+    "--vector",
+    "vector_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="GeoJSON/GeoPackage with a class attribute.",
+)
 @click.option("--class-field", default="class", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output dataset folder.")
-@click.option("--colors", default="dubai_aerial", show_default=True,
-              help="Mask colour table (geodiff/train/colors.py): dubai_aerial or geodiff.")
-@click.option("--resolution", type=float, default=DEFAULT_RESOLUTION_M, show_default=True,
-              help="Ground resolution in m/px (orthophotos are resampled to it; recorded for mask folders).")
+@click.option(
+    "--colors",
+    default="dubai_aerial",
+    show_default=True,
+    help="Mask colour table (geodiff/train/colors.py): dubai_aerial or geodiff.",
+)
+@click.option(
+    "--resolution",
+    type=float,
+    default=DEFAULT_RESOLUTION_M,
+    show_default=True,
+    help="Ground resolution in m/px (orthophotos are resampled to it; recorded for mask folders).",
+)
 @click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True)
 @click.option("--stride", type=int, default=None, help="Window step in px (default: the tile size).")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True,
-              help="Fraction of source images held out as the fixed validation split.")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Fraction of source images held out as the fixed validation split.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tolerance", type=int, default=24, show_default=True,
-              help="Largest per-channel colour difference still matched to a mask colour.")
+@click.option(
+    "--tolerance",
+    type=int,
+    default=24,
+    show_default=True,
+    help="Largest per-channel colour difference still matched to a mask colour.",
+)
 @click.option("--jpeg-quality", type=int, default=90, show_default=True)
 @progress_option
 @overwrite_option
-def build(images: Path | None, orthophoto: Path | None, osm_path: Path | None, vector_path: Path | None,
-          class_field: str, out: Path, colors: str, resolution: float, tile_size: int, stride: int | None,
-          val_fraction: float, seed: int, tolerance: int, jpeg_quality: int, progress_mode: str,
-          overwrite: bool) -> None:
+def build(
+    images: Path | None,
+    orthophoto: Path | None,
+    osm_path: Path | None,
+    vector_path: Path | None,
+    class_field: str,
+    out: Path,
+    colors: str,
+    resolution: float,
+    tile_size: int,
+    stride: int | None,
+    val_fraction: float,
+    seed: int,
+    tolerance: int,
+    jpeg_quality: int,
+    progress_mode: str,
+    overwrite: bool,
+) -> None:
     """Cut tiles from colour-mask folders (--images) or an orthophoto + OSM/vector (--orthophoto)."""
     from geodiff.train.dataset import build_from_mask_folder, build_from_orthophoto
 
@@ -57,15 +106,36 @@ def build(images: Path | None, orthophoto: Path | None, osm_path: Path | None, v
     try:
         if images is not None:
             manifest = build_from_mask_folder(
-                images, out, colors=colors, resolution_m=resolution, tile_size=tile_size, stride=stride,
-                val_fraction=val_fraction, seed=seed, tolerance=tolerance, jpeg_quality=jpeg_quality,
-                progress=progress)
+                images,
+                out,
+                colors=colors,
+                resolution_m=resolution,
+                tile_size=tile_size,
+                stride=stride,
+                val_fraction=val_fraction,
+                seed=seed,
+                tolerance=tolerance,
+                jpeg_quality=jpeg_quality,
+                progress=progress,
+            )
         else:
             manifest = build_from_orthophoto(
-                orthophoto, out, osm_path=osm_path, vector_path=vector_path, class_field=class_field,  # type: ignore[arg-type]
-                resolution_m=resolution, tile_size=tile_size, stride=stride, val_fraction=val_fraction,
-                seed=seed, jpeg_quality=jpeg_quality, progress=progress)
+                orthophoto,
+                out,
+                osm_path=osm_path,
+                vector_path=vector_path,
+                class_field=class_field,  # type: ignore[arg-type]
+                resolution_m=resolution,
+                tile_size=tile_size,
+                stride=stride,
+                val_fraction=val_fraction,
+                seed=seed,
+                jpeg_quality=jpeg_quality,
+                progress=progress,
+            )
     finally:
         close_progress(progress)
-    click.echo(f"{manifest['num_tiles']} tiles ({manifest['num_train']} train, {manifest['num_val']} val) "
-               f"written to {out}")
+    click.echo(
+        f"{manifest['num_tiles']} tiles ({manifest['num_train']} train, {manifest['num_val']} val) "
+        f"written to {out}"
+    )

@@ -8,12 +8,24 @@ import click
 
 from geodiff.cli.options import close_progress, make_progress, progress_option
 
-_config = click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
-                       help="TOML training config (see configs/*.toml).")
-_resume = click.option("--resume", is_flag=True,
-                       help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).")
-_max_minutes = click.option("--max-minutes", type=float, default=None,
-                            help="Stop, checkpoint and save after this many minutes (overrides the config).")
+_config = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="TOML training config (see configs/*.toml).",
+)
+_resume = click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).",
+)
+_max_minutes = click.option(
+    "--max-minutes",
+    type=float,
+    default=None,
+    help="Stop, checkpoint and save after this many minutes (overrides the config).",
+)
 _steps = click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
 
 
@@ -45,7 +57,9 @@ def train() -> None:
 @_max_minutes
 @_steps
 @progress_option
-def autoencoder(config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str) -> None:
+def autoencoder(
+    config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
+) -> None:
     """Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}."""
     from geodiff.train.loops import train_autoencoder
 
@@ -65,7 +79,9 @@ def autoencoder(config_path: Path, resume: bool, max_minutes: float | None, step
 @_max_minutes
 @_steps
 @progress_option
-def diffusion(config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str) -> None:
+def diffusion(
+    config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
+) -> None:
     """Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder."""
     from geodiff.train.loops import train_diffusion
 

@@ -182,6 +182,7 @@ def results_markdown(res: dict[str, Any]) -> str:
         f"held-out {s['n_heldout']} real tiles; seeds {s['seeds']}; seg net {s['segnet_steps']} steps, "
         f"base {s['segnet_base_channels']}, crop {s['crop']}; {s['diffusion_steps']} diffusion steps",
         f"- command: `{res['command']}`",
+        *([f"- note: {res['note']}"] if res.get("note") else []),
         "",
         "| training data | mIoU mean ± std | " + " | ".join(CLASS_NAMES) + " |",
         "|---|---|" + "---|" * len(CLASS_NAMES),

@@ -130,7 +130,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         ]
         if dist.get("real_split_kid") is not None:
             lines.append(
-                f"- reference: seg-feature KID between two halves of the real tiles: "
+                f"- reference: seg-feature KID between real training and held-out tiles: "
                 f"{_fmt(dist['real_split_kid'], 4)}"
             )
         if dist.get("inception_fid") is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,24 @@ _HOW_TO_GET = (
     "or train one: `geodiff dataset build ...`, `geodiff train autoencoder --config configs/<x>.toml`, then "
     "`geodiff train diffusion --config configs/<x>.toml`."
 )
+
+
+# low_cpu_mem_usage needs `accelerate` (not a dependency); asking for it would print a warning on every load
+_LOAD: dict[str, Any] = {"low_cpu_mem_usage": False}
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide diffusers' "Loading checkpoint shards" bar: geodiff reports its own progress."""
+    from diffusers.utils import logging as dlog
+
+    enabled = dlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            dlog.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,11 +99,13 @@ def load_autoencoder(
     subfolder
         Sub-folder inside the folder/repo, e.g. ``"vqvae"`` or ``"vae"``.
     """
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(_LOAD)
     if subfolder:
         kwargs["subfolder"] = subfolder
     try:
-        config = AutoencoderKL.load_config(str(path_or_id), **kwargs)
+        config = AutoencoderKL.load_config(
+            str(path_or_id), **{k: v for k, v in kwargs.items() if k in ("subfolder",)}
+        )
     except Exception as exc:  # diffusers raises OSError/EnvironmentError/HF errors
         raise ModelError(
             f"cannot read an autoencoder config from {path_or_id!s}"
@@ -96,7 +118,8 @@ def load_autoencoder(
             f"{path_or_id!s}: autoencoder class {name!r} is not supported; use AutoencoderKL or VQModel"
         )
     try:
-        return classes[name].from_pretrained(str(path_or_id), torch_dtype=dtype, **kwargs)
+        with _quiet_loading():
+            return classes[name].from_pretrained(str(path_or_id), torch_dtype=dtype, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load the autoencoder weights from {path_or_id!s}: {exc}") from exc
 
@@ -399,11 +422,16 @@ class GeodiffModel(nn.Module):
         load_dtype = dtype or torch.float32
         try:
             vae = load_autoencoder(root, subfolder="vae", dtype=load_dtype)
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=load_dtype)
-            if probe.has_parameters:
-                menc = MapConditioner.from_pretrained(root, subfolder="map_encoder", torch_dtype=load_dtype)
-            else:
-                menc = probe
+            with _quiet_loading():
+                unet = UNet2DConditionModel.from_pretrained(
+                    root, subfolder="unet", torch_dtype=load_dtype, **_LOAD
+                )
+                if probe.has_parameters:
+                    menc = MapConditioner.from_pretrained(
+                        root, subfolder="map_encoder", torch_dtype=load_dtype, **_LOAD
+                    )
+                else:
+                    menc = probe
             sched = dict(DDPMScheduler.load_config(root, subfolder="scheduler"))
         except ModelError:
             raise

@@ -76,23 +76,39 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         "",
         "## Licence",
         "",
-        "Code and weights: MIT (as geodiff). Training data: \"Semantic segmentation of aerial imagery\" by Humans in "
+        'Code and weights: MIT (as geodiff). Training data: "Semantic segmentation of aerial imagery" by Humans in '
         "the Loop with the Mohammed Bin Rashid Space Centre, Dubai, published as CC0 1.0 (public domain); "
         "please cite the authors.",
         "",
     ]
+    measured = folder / "metrics.json"
+    if measured.exists():
+        m = json.loads(measured.read_text())
+        lines += ["## Measured on the shipped weights", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in m.items() if k != "command"]
+        if "command" in m:
+            lines += ["", f"Measured with `{m['command']}`."]
+        lines += [""]
     if notes:
         lines += [notes.rstrip(), ""]
     if (folder / "samples.png").exists():
-        lines += ["## Samples", "", "Rows: map, real validation image, synthetic (20 DPM-Solver++ steps).", "",
-                  "![map / real / synthetic](samples.png)", ""]
+        lines += [
+            "## Samples",
+            "",
+            "Rows: map, real validation image, synthetic (20 DPM-Solver++ steps).",
+            "",
+            "![map / real / synthetic](samples.png)",
+            "",
+        ]
     lines += ["## Training config", "", "```json", json.dumps(info.get("config", {}), indent=1), "```", ""]
     path = folder / "README.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def sample_grid(model: Any, images: np.ndarray, masks: np.ndarray, steps: int = 20, seed: int = 0) -> np.ndarray:
+def sample_grid(
+    model: Any, images: np.ndarray, masks: np.ndarray, steps: int = 20, seed: int = 0
+) -> np.ndarray:
     """An RGB grid: row 1 the maps, row 2 the real images, row 3 synthetic images for the same maps."""
     import torch
 
@@ -104,6 +120,9 @@ def sample_grid(model: Any, images: np.ndarray, masks: np.ndarray, steps: int = 
     maps[maps == 255] = 0
     gen = torch.Generator().manual_seed(seed)
     synth = pipe(torch.from_numpy(maps.astype(np.int64)), num_inference_steps=steps, generator=gen).images
-    rows = [np.concatenate(list(colorize(masks)), axis=1), np.concatenate(list(images), axis=1),
-            np.concatenate(list(synth), axis=1)]
+    rows = [
+        np.concatenate(list(colorize(masks)), axis=1),
+        np.concatenate(list(images), axis=1),
+        np.concatenate(list(synth), axis=1),
+    ]
     return np.concatenate(rows, axis=0)

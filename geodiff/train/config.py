@@ -107,7 +107,12 @@ class TrainConfig:
         }
 
 
-_SECTIONS = {"data": DataSection, "autoencoder": AutoencoderSection, "diffusion": DiffusionSection, "run": RunSection}
+_SECTIONS = {
+    "data": DataSection,
+    "autoencoder": AutoencoderSection,
+    "diffusion": DiffusionSection,
+    "run": RunSection,
+}
 
 
 def _section(cls: type, values: Any, where: str) -> Any:

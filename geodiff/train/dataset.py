@@ -82,7 +82,9 @@ def write_dataset(
         split.append(1 if t.source in val_sources else 0)
         hist += np.bincount(t.mask.ravel(), minlength=256)
     if not imgs:
-        raise DataError("no usable tiles were cut: images are smaller than the tile size or entirely unlabeled")
+        raise DataError(
+            "no usable tiles were cut: images are smaller than the tile size or entirely unlabeled"
+        )
     if not any(split) and val_sources:
         raise DataError("the validation split is empty; lower val_fraction's granularity or add more images")
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +92,9 @@ def write_dataset(
     mb, mo = _blob(masks)
     with atomic_path(out / "tiles.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, images=ib, image_offsets=io_, masks=mb, mask_offsets=mo, split=np.array(split, np.uint8))
+            np.savez(
+                fh, images=ib, image_offsets=io_, masks=mb, mask_offsets=mo, split=np.array(split, np.uint8)
+            )
     total = int(hist.sum())
     manifest = {
         "format": DATASET_FORMAT,
@@ -125,7 +129,9 @@ def load_dataset(path: str | Path) -> tuple[dict[str, Any], np.ndarray, np.ndarr
         )
     manifest = json.loads((path / "manifest.json").read_text())
     if manifest.get("format") != DATASET_FORMAT:
-        raise DataError(f"{path}: unknown dataset format {manifest.get('format')!r}; expected {DATASET_FORMAT}")
+        raise DataError(
+            f"{path}: unknown dataset format {manifest.get('format')!r}; expected {DATASET_FORMAT}"
+        )
     with np.load(path / "tiles.npz") as z:
         ib, io_, mb, mo, split = z["images"], z["image_offsets"], z["masks"], z["mask_offsets"], z["split"]
     n = len(split)
@@ -151,7 +157,9 @@ def find_pairs(root: Path) -> list[tuple[Path, Path]]:
     if root.name == "images":
         image_dirs = [root]
     if not image_dirs:
-        raise DataError(f"{root}: no images/ folder found; expected <dir>/images/*.jpg with <dir>/masks/*.png")
+        raise DataError(
+            f"{root}: no images/ folder found; expected <dir>/images/*.jpg with <dir>/masks/*.png"
+        )
     pairs, missing = [], []
     for idir in image_dirs:
         mdir = idir.parent / "masks"
@@ -187,7 +195,9 @@ def _cut(
             m = mask[r : r + tile, c : c + tile]
             if (m == IGNORE).mean() > max_ignore:
                 continue
-            yield Tile(np.ascontiguousarray(image[r : r + tile, c : c + tile]), np.ascontiguousarray(m), source, r, c)
+            yield Tile(
+                np.ascontiguousarray(image[r : r + tile, c : c + tile]), np.ascontiguousarray(m), source, r, c
+            )
 
 
 def _pick_val(sources: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -238,7 +248,7 @@ def build_from_mask_folder(
                 )
             ids, unknown = map_colors(rgb, table, tolerance=tolerance, source=str(mask_path))
             for color, n in unknown.items():
-                key = "#%02X%02X%02X" % color
+                key = "#{:02X}{:02X}{:02X}".format(*color)
                 unknown_total[key] = unknown_total.get(key, 0) + n
             yield from _cut(image, ids, name, tile_size, stride or tile_size, max_ignore_fraction)
 
@@ -291,7 +301,9 @@ def build_from_orthophoto(
     if not image.is_file():
         raise InputNotFoundError(f"orthophoto {image} does not exist")
     if osm_path is None and vector_path is None:
-        raise DataError("an orthophoto dataset needs --osm FILE or --vector FILE for the class map of the same area")
+        raise DataError(
+            "an orthophoto dataset needs --osm FILE or --vector FILE for the class map of the same area"
+        )
     report(progress, 0.0, "reading orthophoto")
     try:
         src = rasterio.open(image)
@@ -299,7 +311,9 @@ def build_from_orthophoto(
         raise DataError(f"cannot open {image} as a raster: {exc}") from exc
     with src:
         if src.crs is None:
-            raise DataError(f"{image} is not georeferenced (no CRS); it needs a GeoTIFF with a CRS and transform")
+            raise DataError(
+                f"{image} is not georeferenced (no CRS); it needs a GeoTIFF with a CRS and transform"
+            )
         if src.count < 3:
             raise DataError(f"{image} has {src.count} band(s); an RGB orthophoto needs at least 3")
         bbox = BBox(*src.bounds, crs=parse_crs(src.crs.to_wkt()))
@@ -308,8 +322,12 @@ def build_from_orthophoto(
         valid = np.zeros((grid.height, grid.width), np.float32)
         for b in range(3):
             reproject(
-                source=rasterio.band(src, b + 1), destination=rgb[b], dst_transform=grid.transform,
-                dst_crs=grid.crs, resampling=Resampling.bilinear, dst_nodata=np.nan,
+                source=rasterio.band(src, b + 1),
+                destination=rgb[b],
+                dst_transform=grid.transform,
+                dst_crs=grid.crs,
+                resampling=Resampling.bilinear,
+                dst_nodata=np.nan,
             )
         valid = np.isfinite(rgb).all(0)
         dtype = src.dtypes[0]
@@ -319,7 +337,10 @@ def build_from_orthophoto(
     img8 = np.nan_to_num(rgb, nan=0).clip(0, 255).round().astype(np.uint8).transpose(1, 2, 0)
     report(progress, 0.3, "loading features")
     features = load_features(
-        BBox(*grid.lonlat_bounds()), osm_path=osm_path, vector_path=vector_path, class_field=class_field  # type: ignore[call-arg]
+        BBox(*grid.lonlat_bounds()),
+        osm_path=osm_path,
+        vector_path=vector_path,
+        class_field=class_field,  # type: ignore[call-arg]
     )
     report(progress, 0.5, "rasterizing")
     class_map = np.asarray(rasterize_features(features, grid), dtype=np.uint8).copy()
@@ -337,10 +358,19 @@ def build_from_orthophoto(
         rng = random.Random(seed)
         for t in cut:
             t.source = f"{image.name}@{t.row},{t.col}"
-        val = set(rng.sample([t.source for t in cut], max(1, math.floor(len(cut) * val_fraction)) if len(cut) > 1 else 0))
+        val = set(
+            rng.sample(
+                [t.source for t in cut], max(1, math.floor(len(cut) * val_fraction)) if len(cut) > 1 else 0
+            )
+        )
     info = {
-        "source": {"kind": "orthophoto", "path": str(image), "osm": str(osm_path) if osm_path else None,
-                   "vector": str(vector_path) if vector_path else None, "crs": grid.crs.to_string()},
+        "source": {
+            "kind": "orthophoto",
+            "path": str(image),
+            "osm": str(osm_path) if osm_path else None,
+            "vector": str(vector_path) if vector_path else None,
+            "crs": grid.crs.to_string(),
+        },
         "resolution_m": float(resolution_m),
     }
     manifest = write_dataset(out, cut, val, info, jpeg_quality)
@@ -368,7 +398,9 @@ class TileDataset:
         Random flips and 90-degree rotations (aerial imagery has no preferred orientation).
     """
 
-    def __init__(self, path: str | Path, split: str = "train", crop: int | None = None, augment: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, split: str = "train", crop: int | None = None, augment: bool = True
+    ) -> None:
         manifest, images, masks, sp = load_dataset(path)
         if split not in ("train", "val", "all"):
             raise DataError(f"split must be train, val or all, got {split!r}")
@@ -409,4 +441,6 @@ class TileDataset:
 def check_num_classes(manifest: dict[str, Any]) -> None:
     n = len(manifest.get("classes", []))
     if n != NUM_CLASSES:
-        raise DataError(f"dataset has {n} classes but geodiff has {NUM_CLASSES}; rebuild it with this version")
+        raise DataError(
+            f"dataset has {n} classes but geodiff has {NUM_CLASSES}; rebuild it with this version"
+        )

@@ -41,7 +41,9 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("run.device asks for cuda but no CUDA GPU is available; use device = \"auto\" or \"cpu\"")
+        raise ConfigError(
+            'run.device asks for cuda but no CUDA GPU is available; use device = "auto" or "cpu"'
+        )
     return torch.device(name)
 
 
@@ -59,13 +61,22 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
-def _batches(ds: TileDataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(
+    ds: TileDataset, batch_size: int, num_workers: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled batches (a new epoch starts when one ends)."""
     from torch.utils.data import DataLoader
 
     g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=True, drop_last=True,  # type: ignore[arg-type]
-                        num_workers=num_workers, generator=g, persistent_workers=num_workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_size=min(batch_size, len(ds)),
+        shuffle=True,
+        drop_last=True,  # type: ignore[arg-type]
+        num_workers=num_workers,
+        generator=g,
+        persistent_workers=num_workers > 0,
+    )
     while True:
         yield from loader
 
@@ -109,7 +120,9 @@ def _lr_lambda(warmup: int) -> Any:
 
 
 @torch.no_grad()
-def evaluate_autoencoder(vae: Any, ds: TileDataset, device: torch.device, max_tiles: int = 64) -> dict[str, float]:
+def evaluate_autoencoder(
+    vae: Any, ds: TileDataset, device: torch.device, max_tiles: int = 64
+) -> dict[str, float]:
     """Reconstruction PSNR (dB) and SSIM on ``ds`` (images in [0, 1]), at most ``max_tiles`` tiles."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -151,7 +164,9 @@ def train_autoencoder(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
-        raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir")
+        raise ConfigError(
+            f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
+        )
     train_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=sec.crop or cfg.data.crop)
     check_num_classes(train_ds.manifest)
     try:
@@ -159,8 +174,10 @@ def train_autoencoder(
     except DataError:
         val_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=None, augment=False)
     if sec.pretrained:
-        vae = load_autoencoder(cfg.resolve(sec.pretrained) if Path(cfg.resolve(sec.pretrained)).exists()
-                               else sec.pretrained, subfolder=sec.pretrained_subfolder or None)
+        vae = load_autoencoder(
+            cfg.resolve(sec.pretrained) if Path(cfg.resolve(sec.pretrained)).exists() else sec.pretrained,
+            subfolder=sec.pretrained_subfolder or None,
+        )
     else:
         vae = build_autoencoder(cfg.model)
     vae.to(device).train()
@@ -178,8 +195,16 @@ def train_autoencoder(
     start = time.monotonic()
 
     def checkpoint() -> None:
-        _save_checkpoint(ckpt_path, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                     "rng": _rng_state(), "config": cfg.to_dict()})
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "model": vae.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": _rng_state(),
+                "config": cfg.to_dict(),
+            },
+        )
 
     while step < sec.steps:
         x = next(batches)["image"].to(device)
@@ -187,7 +212,10 @@ def train_autoencoder(
             if is_vq:
                 enc = vae.encode(x).latents
                 dec = vae.decode(enc)
-                y, reg = dec.sample, dec.commit_loss.mean() if dec.commit_loss is not None else x.new_zeros(())
+                y, reg = (
+                    dec.sample,
+                    dec.commit_loss.mean() if dec.commit_loss is not None else x.new_zeros(()),
+                )
             else:
                 post = vae.encode(x).latent_dist
                 y = vae.decode(post.sample()).sample
@@ -202,8 +230,15 @@ def train_autoencoder(
         step += 1
         elapsed = time.monotonic() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
-            log.write(step=step, loss=f"{loss.item():.5f}", l1=f"{l1.item():.5f}", mse=f"{mse.item():.5f}",
-                      reg=f"{reg.item():.6f}", lr=sec.lr, elapsed_s=round(elapsed, 1))
+            log.write(
+                step=step,
+                loss=f"{loss.item():.5f}",
+                l1=f"{l1.item():.5f}",
+                mse=f"{mse.item():.5f}",
+                reg=f"{reg.item():.6f}",
+                lr=sec.lr,
+                elapsed_s=round(elapsed, 1),
+            )
         report(progress, step / sec.steps, f"autoencoder step {step}/{sec.steps} loss {loss.item():.4f}")
         if step % cfg.run.checkpoint_every == 0:
             checkpoint()
@@ -214,8 +249,12 @@ def train_autoencoder(
     # record the latent scale in the autoencoder's own config, where diffusers keeps it
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_ds, device))
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
-    metrics.update(step=step, train_minutes=round((time.monotonic() - start) / 60, 2),
-                   scaling_factor=vae.config.scaling_factor, split="val")
+    metrics.update(
+        step=step,
+        train_minutes=round((time.monotonic() - start) / 60, 2),
+        scaling_factor=vae.config.scaling_factor,
+        split="val",
+    )
     vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True, max_shard_size="15MB")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     report(progress, 1.0, f"autoencoder saved: PSNR {metrics['psnr_db']} dB, SSIM {metrics['ssim']}")
@@ -237,11 +276,15 @@ def diffusion_loss(
     """The denoising loss (MSE on epsilon or v), down-weighted where the map is unlabeled (255)."""
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=latents.device, generator=generator)
+    t = torch.randint(
+        0, scheduler.config.num_train_timesteps, (b,), device=latents.device, generator=generator
+    )
     noisy = scheduler.add_noise(latents, noise, t)
     cond = model.map_encoder(class_map)
     pred = model.predict_noise(noisy, t, cond)
-    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    target = (
+        noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    )
     weight = 1.0 - ignore_fraction(class_map, model.latent_factor)
     err = (pred.float() - target.float()).pow(2) * weight
     return err.sum() / (weight.sum() * latents.shape[1]).clamp_min(1.0)
@@ -273,9 +316,7 @@ def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: 
             ema.restore(params)
 
 
-def train_diffusion(
-    cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None
-) -> Path:
+def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None) -> Path:
     """Train the U-Net and map encoder on latents of the trained autoencoder; returns the model folder."""
     device = _setup(cfg)
     sec = cfg.diffusion
@@ -283,7 +324,9 @@ def train_diffusion(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
-        raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir")
+        raise ConfigError(
+            f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
+        )
     ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
     check_num_classes(ds.manifest)
     if abs(ds.manifest["resolution_m"] - cfg.model.resolution_m) > 1e-6:
@@ -317,7 +360,11 @@ def train_diffusion(
     ema.to(device)
     log = CsvLog(out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step"])
     batches = _batches(ds, sec.batch_size, cfg.data.num_workers, cfg.run.seed + step)
-    prior = json.loads((out / "time.json").read_text())["seconds"] if resume and (out / "time.json").exists() else 0.0
+    prior = (
+        json.loads((out / "time.json").read_text())["seconds"]
+        if resume and (out / "time.json").exists()
+        else 0.0
+    )
     start = time.monotonic()
     avg = None
     ae_metrics = cfg.run_dir / AE_DIR / "metrics.json"
@@ -328,12 +375,22 @@ def train_diffusion(
     }
 
     def checkpoint() -> None:
-        _save_checkpoint(ckpt_path, {
-            "unet": model.unet.state_dict(), "map_encoder": model.map_encoder.state_dict(),
-            "optimizer": opt.state_dict(), "lr_scheduler": sched_lr.state_dict(), "ema": ema.state_dict(),
-            "step": step, "rng": _rng_state(), "config": cfg.to_dict(),
-        })
-        (out / "time.json").write_text(json.dumps({"seconds": prior + time.monotonic() - start, "step": step}))
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "unet": model.unet.state_dict(),
+                "map_encoder": model.map_encoder.state_dict(),
+                "optimizer": opt.state_dict(),
+                "lr_scheduler": sched_lr.state_dict(),
+                "ema": ema.state_dict(),
+                "step": step,
+                "rng": _rng_state(),
+                "config": cfg.to_dict(),
+            },
+        )
+        (out / "time.json").write_text(
+            json.dumps({"seconds": prior + time.monotonic() - start, "step": step})
+        )
 
     def export() -> None:
         card.update(step=step, train_seconds=round(prior + time.monotonic() - start, 1))
@@ -360,8 +417,14 @@ def train_diffusion(
         avg = value if avg is None else 0.98 * avg + 0.02 * value
         elapsed = time.monotonic() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
-            log.write(step=step, loss=f"{value:.5f}", loss_avg=f"{avg:.5f}", lr=f"{sched_lr.get_last_lr()[0]:.2e}",
-                      elapsed_s=round(prior + elapsed, 1), s_per_step=round(elapsed / max(1, step), 3))
+            log.write(
+                step=step,
+                loss=f"{value:.5f}",
+                loss_avg=f"{avg:.5f}",
+                lr=f"{sched_lr.get_last_lr()[0]:.2e}",
+                elapsed_s=round(prior + elapsed, 1),
+                s_per_step=round(elapsed / max(1, step), 3),
+            )
         report(progress, step / sec.steps, f"diffusion step {step}/{sec.steps} loss {avg:.4f}")
         if step % cfg.run.checkpoint_every == 0:
             checkpoint()

@@ -20,10 +20,14 @@ if [ ! -f "$RUN_DIR/autoencoder/vae/config.json" ]; then
 else
     geo train diffusion --config "$CONFIG" --resume --max-minutes "$MINUTES" --progress none
 fi
-# pack: the model folder (fp16 shards) and a light checkpoint, each split into <= 15 MiB parts
+# pack into <= 15 MiB parts ($OUT takes 8 files, 64 MiB): the model folder (fp16 EMA weights) by default,
+# or with PACK=light a light checkpoint (bf16 weights + EMA, no optimizer moments) to resume in a later session
 if [ -n "${OUT:-}" ]; then
-    [ -d "$OUTPUT" ] && tar -c -C "$(dirname "$OUTPUT")" "$(basename "$OUTPUT")" | split -b 15M - "$OUT/model.tar.part-"
-    python3 scripts/gpu/light_checkpoint.py "$RUN_DIR" /tmp/light
-    tar -c -C /tmp/light . | split -b 15M - "$OUT/light.tar.part-"
+    if [ "${PACK:-model}" = light ]; then
+        python3 scripts/gpu/light_checkpoint.py "$RUN_DIR" /tmp/light
+        tar -c -C /tmp/light . | split -b 15M - "$OUT/light.tar.part-"
+    elif [ -d "$OUTPUT" ]; then
+        tar -c -C "$(dirname "$OUTPUT")" "$(basename "$OUTPUT")" | split -b 15M - "$OUT/model.tar.part-"
+    fi
     ls -la "$OUT"
 fi
