@@ -19,6 +19,14 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+def _describe_source(src: dict[str, Any]) -> str:
+    if src.get("kind") == "mask_folder":
+        return f"{src.get('images', '?')} image/colour-mask pairs of `{Path(src.get('path', '')).name}` (PROVENANCE.md)"
+    if src.get("kind") == "orthophoto":
+        return f"orthophoto `{Path(src.get('path', '')).name}` with a map from OSM/vector data"
+    return str(src)
+
+
 def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
     """Write ``folder/README.md`` from the model config, the dataset manifest and the recorded metrics."""
     folder = Path(folder)
@@ -66,7 +74,8 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         "",
         "## Training data",
         "",
-        f"Source: {ds.get('source', {})}. {ds.get('num_train', '?')} training and {ds.get('num_val', '?')} "
+        f"Source: {_describe_source(ds.get('source', {}))}. {ds.get('num_train', '?')} training and "
+        f"{ds.get('num_val', '?')} "
         f"validation tiles of {ds.get('tile_size', '?')} px; the validation split is whole source images: "
         f"{', '.join(ds.get('val_sources', []))}.",
         "",
