@@ -9,5 +9,9 @@ cd "$(dirname "$0")/../.."
 export QT_QPA_PLATFORM=offscreen
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"  # keeps Qt quiet on headless machines
 unset PYTHONPATH PYTHONHOME  # a venv's paths must not shadow QGIS's Python packages
+# QGIS's embedded Python finds its home through `python3` on PATH: with a venv active (CI activates one) it
+# would load the venv's interpreter and fail to import qgis, so Debian's python3 must come first.
+unset VIRTUAL_ENV
+export PATH="/usr/bin:/bin:$PATH"
 # -m qgis overrides the project's default '-m "not qgis"'; -p no:cacheprovider keeps root-owned caches out.
 exec /usr/bin/python3 -m pytest tests/qgis -m qgis -p no:cacheprovider "$@"
