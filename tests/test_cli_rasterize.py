@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import bz2
-from pathlib import Path
 
 import numpy as np
 import pytest
+from town import TOWN, TOWN_BBOX
 
-from geodiff.cli import main
 from geodiff.classes import BUILDING, ROAD, VEGETATION, WATER
+from geodiff.cli import main
 from geodiff.io import read_raster
 
-TOWN = Path(__file__).resolve().parent.parent / "samples" / "tiny_town.osm"
-BBOX = "7.4200,43.7300,7.4237,43.7327"
+BBOX = ",".join(map(str, TOWN_BBOX))
 
 
 def run(argv, capsys):
@@ -25,8 +24,24 @@ def run(argv, capsys):
 
 def test_rasterize_town_with_preview(tmp_path, capsys):
     out, png = tmp_path / "map.tif", tmp_path / "map.png"
-    code, err = run(["rasterize", "--bbox", BBOX, "--osm", str(TOWN), "--resolution", "1", "--out", str(out),
-                     "--preview", str(png), "--progress", "none"], capsys)
+    code, err = run(
+        [
+            "rasterize",
+            "--bbox",
+            BBOX,
+            "--osm",
+            str(TOWN),
+            "--resolution",
+            "1",
+            "--out",
+            str(out),
+            "--preview",
+            str(png),
+            "--progress",
+            "none",
+        ],
+        capsys,
+    )
     assert code == 0, err
     arr, grid, tags = read_raster(out)
     assert grid.crs.to_epsg() == 32632 and grid.resolution == 1.0
@@ -38,8 +53,12 @@ def test_rasterize_town_with_preview(tmp_path, capsys):
 def test_default_resolution_comes_from_settings(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GEODIFF_DEFAULT_RESOLUTION_M", "2.5")
     out = tmp_path / "map.tif"
-    assert run(["rasterize", "--bbox", BBOX, "--osm", str(TOWN), "--out", str(out), "--progress", "none"],
-               capsys)[0] == 0
+    assert (
+        run(
+            ["rasterize", "--bbox", BBOX, "--osm", str(TOWN), "--out", str(out), "--progress", "none"], capsys
+        )[0]
+        == 0
+    )
     assert read_raster(out)[1].resolution == 2.5
 
 
@@ -53,21 +72,37 @@ def test_default_resolution_comes_from_settings(tmp_path, capsys, monkeypatch):
     ],
 )
 def test_bad_bbox(tmp_path, capsys, bbox, fragment):
-    code, err = run(["rasterize", f"--bbox={bbox}", "--osm", str(TOWN), "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        ["rasterize", f"--bbox={bbox}", "--osm", str(TOWN), "--out", str(tmp_path / "m.tif")], capsys
+    )
     assert code == 2 and fragment in err and err.startswith("Error:")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_too_large_says_how_many_pixels(tmp_path, capsys):
-    code, err = run(["rasterize", "--bbox", "7,43,8,44", "--osm", str(TOWN), "--resolution", "0.5",
-                     "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        [
+            "rasterize",
+            "--bbox",
+            "7,43,8,44",
+            "--osm",
+            str(TOWN),
+            "--resolution",
+            "0.5",
+            "--out",
+            str(tmp_path / "m.tif"),
+        ],
+        capsys,
+    )
     assert code == 2 and "pixels" in err and "coarser resolution" in err
 
 
 def test_unknown_file_type(tmp_path, capsys):
     bad = tmp_path / "data.shp.zip"
     bad.write_bytes(b"x")
-    code, err = run(["rasterize", "--bbox", BBOX, "--osm", str(bad), "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        ["rasterize", "--bbox", BBOX, "--osm", str(bad), "--out", str(tmp_path / "m.tif")], capsys
+    )
     assert code == 2 and ".osm.pbf" in err
     assert not (tmp_path / "m.tif").exists()
 
@@ -75,14 +110,18 @@ def test_unknown_file_type(tmp_path, capsys):
 def test_corrupt_file(tmp_path, capsys):
     bad = tmp_path / "broken.osm.bz2"
     bad.write_bytes(bz2.compress(TOWN.read_bytes())[:300])
-    code, err = run(["rasterize", "--bbox", BBOX, "--osm", str(bad), "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        ["rasterize", "--bbox", BBOX, "--osm", str(bad), "--out", str(tmp_path / "m.tif")], capsys
+    )
     assert code == 3 and "broken.osm.bz2" in err
     assert not (tmp_path / "m.tif").exists()
 
 
 def test_missing_file(tmp_path, capsys):
-    code, err = run(["rasterize", "--bbox", BBOX, "--osm", str(tmp_path / "none.osm"),
-                     "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        ["rasterize", "--bbox", BBOX, "--osm", str(tmp_path / "none.osm"), "--out", str(tmp_path / "m.tif")],
+        capsys,
+    )
     assert code == 3 and "none.osm" in err
 
 
@@ -91,8 +130,21 @@ def test_empty_area_is_an_error_unless_allowed(tmp_path, capsys):
     out = tmp_path / "m.tif"
     code, err = run(["rasterize", "--bbox", far, "--osm", str(TOWN), "--out", str(out)], capsys)
     assert code == 4 and "--allow-empty" in err and not out.exists()
-    code, _ = run(["rasterize", "--bbox", far, "--osm", str(TOWN), "--out", str(out), "--allow-empty",
-                   "--progress", "none"], capsys)
+    code, _ = run(
+        [
+            "rasterize",
+            "--bbox",
+            far,
+            "--osm",
+            str(TOWN),
+            "--out",
+            str(out),
+            "--allow-empty",
+            "--progress",
+            "none",
+        ],
+        capsys,
+    )
     assert code == 0 and not read_raster(out)[0].any()
 
 
@@ -104,8 +156,20 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
 
 
 def test_osm_and_vector_together_is_an_error(tmp_path, capsys):
-    code, err = run(["rasterize", "--bbox", BBOX, "--osm", str(TOWN), "--vector", str(TOWN),
-                     "--out", str(tmp_path / "m.tif")], capsys)
+    code, err = run(
+        [
+            "rasterize",
+            "--bbox",
+            BBOX,
+            "--osm",
+            str(TOWN),
+            "--vector",
+            str(TOWN),
+            "--out",
+            str(tmp_path / "m.tif"),
+        ],
+        capsys,
+    )
     assert code == 2
 
 
@@ -123,16 +187,38 @@ def test_help_speaks_gis():
 @pytest.mark.parametrize(
     ("name", "bbox", "expect"),
     [
-        ("monaco-2021-12-03.osm.pbf", "7.40921,43.72335,7.44864,43.75169", {BUILDING, ROAD, WATER, VEGETATION}),
-        ("helsinki_center_2019.osm.pbf", "24.93518,60.16416,24.95341,60.17911", {BUILDING, ROAD, WATER, VEGETATION}),
+        (
+            "monaco-2021-12-03.osm.pbf",
+            "7.40921,43.72335,7.44864,43.75169",
+            {BUILDING, ROAD, WATER, VEGETATION},
+        ),
+        (
+            "helsinki_center_2019.osm.pbf",
+            "24.93518,60.16416,24.95341,60.17911",
+            {BUILDING, ROAD, WATER, VEGETATION},
+        ),
         ("kotka_karhula_2019.osm.pbf", "26.93,60.52,26.97,60.54", {BUILDING, ROAD}),
         ("bavaria_village_10.068_48.135_10.071_48.137.osm", "10.068,48.135,10.071,48.137", {BUILDING, ROAD}),
     ],
 )
 def test_real_extracts(osm_extracts, tmp_path, capsys, name, bbox, expect):
     out = tmp_path / "m.tif"
-    code, err = run(["rasterize", "--bbox", bbox, "--osm", str(osm_extracts / name), "--resolution", "2",
-                     "--out", str(out), "--progress", "none"], capsys)
+    code, err = run(
+        [
+            "rasterize",
+            "--bbox",
+            bbox,
+            "--osm",
+            str(osm_extracts / name),
+            "--resolution",
+            "2",
+            "--out",
+            str(out),
+            "--progress",
+            "none",
+        ],
+        capsys,
+    )
     assert code == 0, err
     arr = read_raster(out)[0][0]
     assert expect <= set(np.unique(arr).tolist())

@@ -16,6 +16,7 @@ import osmium
 import pytest
 import shapely
 from shapely.geometry import LineString, Point, Polygon
+from town import TOWN, TOWN_BBOX, TOWN_COUNTS
 
 from geodiff.classes import BUILDING, ROAD, ROAD_WIDTHS_M, VEGETATION, WATER
 from geodiff.errors import (
@@ -32,19 +33,6 @@ from geodiff.osm.files import read_elements
 from geodiff.osm.vector import DEFAULT_LINE_WIDTH_M, read_vector_features
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-TOWN = SAMPLES / "tiny_town.osm"
-TOWN_BBOX = (7.4200, 43.7300, 7.4237, 43.7327)  # samples/make_tiny_town.py::TOWN_BBOX
-# (class_id, kind) -> count inside TOWN_BBOX, as documented in samples/make_tiny_town.py
-TOWN_COUNTS = {
-    (BUILDING, "area"): 7,
-    (ROAD, "area"): 1,
-    (ROAD, "line"): 6,
-    (WATER, "area"): 1,
-    (WATER, "line"): 1,
-    (WATER, "coastline"): 1,
-    (VEGETATION, "area"): 2,
-    (VEGETATION, "point"): 4,
-}
 
 
 def counts(features: gpd.GeoDataFrame) -> dict[tuple[int, str], int]:

@@ -11,7 +11,6 @@ from pathlib import Path
 import osmnx
 import pytest
 
-from geodiff.classes import BUILDING, ROAD, VEGETATION, WATER
 from geodiff.errors import EmptyAreaError, OverpassError
 from geodiff.osm import load_features
 from geodiff.osm.overpass import fetch_elements
@@ -19,18 +18,7 @@ from geodiff.settings import Settings, get_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overpass_server import OverpassTestServer  # noqa: E402
-
-TOWN_BBOX = (7.4200, 43.7300, 7.4237, 43.7327)
-TOWN_COUNTS = {
-    (BUILDING, "area"): 7,
-    (ROAD, "area"): 1,
-    (ROAD, "line"): 6,
-    (WATER, "area"): 1,
-    (WATER, "line"): 1,
-    (WATER, "coastline"): 1,
-    (VEGETATION, "area"): 2,
-    (VEGETATION, "point"): 4,
-}
+from town import TOWN_BBOX, TOWN_COUNTS  # noqa: E402
 
 
 def counts(features) -> dict[tuple[int, str], int]:

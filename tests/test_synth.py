@@ -19,9 +19,10 @@ from geodiff.synth import synthesize, synthesize_map
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import make_tiny_model  # noqa: E402
+from town import TOWN  # noqa: E402
+from town import TOWN_BBOX as TOWN_BOUNDS  # noqa: E402
 
-TOWN = Path(__file__).resolve().parent.parent / "samples" / "tiny_town.osm"
-TOWN_BBOX = parse_bbox("7.4200,43.7300,7.4237,43.7327")
+TOWN_BBOX = parse_bbox(TOWN_BOUNDS)
 FAST = dict(steps=3, device="cpu", batch_size=16)
 
 
@@ -108,7 +109,9 @@ def test_strips_keep_memory_bounded_and_match_layout(tiny_model, tmp_path):
     from geodiff.settings import get_settings
 
     settings = get_settings(max_strip_pixels=20_000)
-    res = synthesize(TOWN_BBOX, tmp_path / "s.tif", osm_path=TOWN, model=tiny_model, settings=settings, **FAST)
+    res = synthesize(
+        TOWN_BBOX, tmp_path / "s.tif", osm_path=TOWN, model=tiny_model, settings=settings, **FAST
+    )
     assert len(res.plan.strips) > 1
     rgb, _, _ = read_raster(res.image_path)
     assert rgb.shape[1:] == res.grid.shape and rgb.std() > 1
@@ -149,8 +152,23 @@ def test_area_too_large(tiny_model, tmp_path):
 
 def test_cli_end_to_end_with_json_progress(tiny_model, tmp_path, capsys):
     out = tmp_path / "cli.tif"
-    argv = ["synth", "--bbox", str(TOWN_BBOX), "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(out),
-            "--steps", "2", "--device", "cpu", "--progress", "json"]
+    argv = [
+        "synth",
+        "--bbox",
+        str(TOWN_BBOX),
+        "--osm",
+        str(TOWN),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--progress",
+        "json",
+    ]
     assert main(argv) == 0
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     assert any(x.get("event") == "device" and x["device"] == "cpu" for x in lines)
