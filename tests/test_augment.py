@@ -11,10 +11,12 @@ import pytest
 import rasterio
 import torch
 from PIL import Image
+from tiny_model import build_tiny_model
 
 from geodiff.augment import generate_dataset, read_windows
 from geodiff.errors import InputNotFoundError, InvalidBBoxError, InvalidParameterError
 from geodiff.grid import parse_bbox
+from geodiff.settings import DEFAULT_RESOLUTION_M
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -24,16 +26,10 @@ TOWN_AREA = "7.4200,43.7300,7.4237,43.7327"
 
 @pytest.fixture(scope="module")
 def model():
-    from geodiff.model import GeodiffModel, ModelConfig
-
-    cfg = ModelConfig(
-        tile_size=128, vae_block_channels=[8, 8, 8], vae_norm_groups=4, latent_channels=4,
-        unet_block_channels=[16, 16], unet_attention_levels=[False, True], unet_norm_groups=4,
-        attention_head_dim=8, map_encoder_channels=[8, 8], map_cond_channels=4, context_dim=16,
-        storage_dtype="float32",
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return GeodiffModel(cfg).eval()
+    # 128 px windows at the default resolution: the tests cut and synthesize real-size areas
+    return build_tiny_model(
+        resolution_m=DEFAULT_RESOLUTION_M, tile_size=128, unet_block_channels=[16, 16], context_dim=16
+    )
 
 
 def _gen(out: Path, model, **kw):

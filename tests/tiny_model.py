@@ -24,10 +24,14 @@ TINY = dict(
 )
 
 
-def make_tiny_model(path: Path, seed: int = 0, **overrides: object) -> Path:
+def build_tiny_model(seed: int = 0, **overrides: object) -> GeodiffModel:
+    """The tiny model in memory, in eval mode; ``overrides`` replace fields of ``TINY``."""
     torch.manual_seed(seed)
-    model = GeodiffModel(ModelConfig(**{**TINY, **overrides}))
-    model.save_pretrained(path)
+    return GeodiffModel(ModelConfig(**{**TINY, **overrides})).eval()
+
+
+def make_tiny_model(path: Path, seed: int = 0, **overrides: object) -> Path:
+    build_tiny_model(seed, **overrides).save_pretrained(path)
     return path
 
 
