@@ -151,6 +151,18 @@ def latent_scaling_factor(vae: Any, ds: TileDataset, device: torch.device, n: in
     return float(1.0 / torch.cat(lats).float().std().clamp_min(1e-6))
 
 
+def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
+    """``<run.dir>/<name>`` and its checkpoint path; an existing checkpoint needs ``resume``."""
+    out = cfg.run_dir / name
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise ConfigError(
+            f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
+        )
+    return out, ckpt_path
+
+
 def train_autoencoder(
     cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None
 ) -> Path:
@@ -160,13 +172,7 @@ def train_autoencoder(
     """
     device = _setup(cfg)
     sec = cfg.autoencoder
-    out = cfg.run_dir / AE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise ConfigError(
-            f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
-        )
+    out, ckpt_path = _run_folder(cfg, AE_DIR, resume)
     train_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=sec.crop or cfg.data.crop)
     check_num_classes(train_ds.manifest)
     try:
@@ -320,13 +326,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     """Train the U-Net and map encoder on latents of the trained autoencoder; returns the model folder."""
     device = _setup(cfg)
     sec = cfg.diffusion
-    out = cfg.run_dir / DIFF_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise ConfigError(
-            f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
-        )
+    out, ckpt_path = _run_folder(cfg, DIFF_DIR, resume)
     ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
     check_num_classes(ds.manifest)
     if abs(ds.manifest["resolution_m"] - cfg.model.resolution_m) > 1e-6:
