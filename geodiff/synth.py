@@ -338,7 +338,6 @@ def synthesize(
     """
     from geodiff.io import class_map_writer, rgb_writer
     from geodiff.osm import load_features
-    from geodiff.rasterize import rasterize_features
 
     settings = settings or get_settings()
     check_request(steps, sampler, batch_size, seed)
@@ -372,9 +371,10 @@ def synthesize(
     started = time.monotonic()
     report(progress, 0.0, "loading map features")
     # Features for the whole canvas (not only the bbox) so windows past the bbox edge see the real map.
+    grid_row, grid_col = _global_origin(grid)
     canvas_grid = grid.window(
-        plan.layout.canvas_row - _global_origin(grid)[0],
-        plan.layout.canvas_col - _global_origin(grid)[1],
+        plan.layout.canvas_row - grid_row,
+        plan.layout.canvas_col - grid_col,
         plan.layout.height,
         plan.layout.width,
     )
@@ -396,17 +396,17 @@ def synthesize(
         "SOURCE": str(osm_path or vector_path or "overpass"),
     }
     with class_map_writer(mask_path, grid, tags) as mask_dst, rgb_writer(out_path, grid, tags) as rgb_dst:
-        _run_strips(
-            model_obj, plan, canvas_grid, features, rasterize_features, seed, rgb_dst, mask_dst, progress
-        )
+        _run_strips(model_obj, plan, canvas_grid, features, seed, rgb_dst, mask_dst, progress)
     report(progress, 1.0, "done")
     return SynthResult(
         out_path, mask_path, grid, time.monotonic() - started, plan, {k: str(v) for k, v in tags.items()}
     )
 
 
-def _run_strips(model, plan, canvas_grid, features, rasterize_features, seed, rgb_dst, mask_dst, progress):
+def _run_strips(model, plan, canvas_grid, features, seed, rgb_dst, mask_dst, progress):
     """Denoise strip by strip, cross-fade shared window rows, write finished rows to the outputs."""
+    from geodiff.rasterize import rasterize_features
+
     lay = plan.layout
     tile, f = lay.tile, model.latent_factor
     grid = plan.grid
