@@ -96,7 +96,9 @@ def test_coastline_fills_sea_on_the_right():
 def test_island_ring_is_land_surrounded_by_sea():
     g = grid()
     # counter-clockwise ring: land inside (on the left), sea outside
-    ring = Polygon([(X0 + 60, Y0 + 60), (X0 + 140, Y0 + 60), (X0 + 140, Y0 + 140), (X0 + 60, Y0 + 140)]).exterior
+    ring = Polygon(
+        [(X0 + 60, Y0 + 60), (X0 + 140, Y0 + 60), (X0 + 140, Y0 + 140), (X0 + 60, Y0 + 140)]
+    ).exterior
     assert ring.is_ccw
     out = rasterize_features(features([(WATER, 0.0, "coastline", LineString(ring.coords))]), g)
     assert out[px(g, 100, 100)] == BACKGROUND

@@ -143,6 +143,11 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"- PSNR: {_fmt(rec['psnr_db'], 2)} dB, SSIM: {_fmt(rec['ssim'])} ({rec['n_images']} tiles)",
         ]
+        if "sharpness" in rec:
+            lines.append(
+                f"- sharpness (high-frequency energy, reconstructed / real; 1.0 = as sharp): "
+                f"{_fmt(rec['sharpness'])}"
+            )
     seams = report.get("seams")
     if seams:
         lines += [

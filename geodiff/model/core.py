@@ -284,19 +284,31 @@ class GeodiffModel(nn.Module):
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         return scale, float(shift)
 
-    def encode_images(
-        self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Images in ``[-1, 1]`` ``[B, 3, H, W]`` -> scaled latents ``[B, c, H/f, W/f]``."""
+    def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images in ``[-1, 1]`` ``[B, 3, H, W]`` -> scaled posterior ``(mean, std)`` ``[B, c, H/f, W/f]``.
+
+        ``std`` is ``None`` for a VQ autoencoder (deterministic latents).
+        """
         scale, shift = self._scale_shift()
         vdtype = next(self.vae.parameters()).dtype
         out = self.vae.encode(images.to(self.device, vdtype))
         if isinstance(self.vae, VQModel):
-            lat = out.latents
-        else:
-            dist = out.latent_dist
-            lat = dist.sample(generator) if sample else dist.mode()
-        return (lat - shift) * scale
+            return (out.latents - shift) * scale, None
+        dist = out.latent_dist
+        return (dist.mean - shift) * scale, dist.std * scale
+
+    def encode_images(
+        self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images in ``[-1, 1]`` ``[B, 3, H, W]`` -> scaled latents (the posterior mode, or a draw if ``sample``)."""
+        mean, std = self.encode_posterior(images)
+        if not sample or std is None:
+            return mean
+        from diffusers.utils.torch_utils import randn_tensor  # a CPU generator also works for CUDA latents
+
+        return mean + std * randn_tensor(
+            mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
+        )
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images ``[B, 3, H, W]`` in ``[-1, 1]``."""

@@ -23,7 +23,6 @@ class DataSection:
     """A dataset folder built by ``geodiff dataset build``."""
     crop: int = 128
     """Training crop side in pixels (the U-Net is convolutional; inference uses full tiles)."""
-    num_workers: int = 0
 
 
 @dataclass
@@ -42,6 +41,15 @@ class AutoencoderSection:
     eval_tiles: int = 64
     crop: int = 0
     """Autoencoder training crop side (0 = ``data.crop``); small crops are as good for a conv autoencoder."""
+    disc_weight: float = 0.0
+    """Weight of the adversarial (PatchGAN, hinge) term, on top of the adaptive gradient-norm ratio; 0 = off
+    (the plain L1 + MSE + KL recipe). 0.5 is the latent-diffusion autoencoders' choice."""
+    disc_start: int = 0
+    """Step at which the discriminator and the adversarial term start (a warm-up on reconstruction alone)."""
+    disc_lr: float = 0.0
+    """Discriminator learning rate (0 = ``lr``)."""
+    disc_channels: int = 64
+    disc_layers: int = 3
 
 
 @dataclass
@@ -56,6 +64,14 @@ class DiffusionSection:
     export_every: int = 0
     """Also save_pretrained the EMA model to the output every N steps (0 = only at the end)."""
     grad_clip: float = 1.0
+    snr_gamma: float = 0.0
+    """Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is the usual choice); 0 = plain MSE."""
+    latent_cache: bool = False
+    """Encode every training tile once in its 8 rotations/flips and keep the latents in memory (on the GPU
+    when training there), cropping in latent space, instead of running the encoder at every step."""
+    cond_drop: float = 0.0
+    """Fraction of training samples whose map is replaced by "no class" everywhere, so the model also learns
+    the unconditional prediction that classifier-free guidance needs (0.1 is usual; 0 = always conditioned)."""
 
 
 @dataclass
@@ -156,6 +172,13 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         for sec in ("autoencoder", "diffusion"):
             if getattr(getattr(cfg, sec), name) < (0 if name == "steps" else 1):
                 raise ConfigError(f"{source}: {sec}.{name} must be at least 1")
+    if not cfg.diffusion.cond_drop < 1:
+        raise ConfigError(
+            f"{source}: diffusion.cond_drop must be below 1 (a fraction of samples), got "
+            f"{cfg.diffusion.cond_drop}"
+        )
+    if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
+        raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")
     if cfg.run.mixed_precision not in ("bf16", "no"):
         raise ConfigError(f"{source}: run.mixed_precision must be 'bf16' or 'no'")
     if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):

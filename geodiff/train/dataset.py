@@ -384,7 +384,10 @@ def build_from_orthophoto(
 
 
 class TileDataset:
-    """A ``torch.utils.data.Dataset`` of ``{"image": [3,S,S] float in [-1,1], "class_map": [S,S] long}``.
+    """In-memory (image, class map) tiles: ``{"image": [3,S,S] float in [-1,1], "class_map": [S,S] long}``.
+
+    Index it for single tiles (``ds[i]``, a ``torch.utils.data.Dataset``), or draw whole training batches
+    from a generator with :meth:`sample` (what the training loops do: reproducible and resumable).
 
     Parameters
     ----------
@@ -395,7 +398,7 @@ class TileDataset:
     crop
         Random crop side (train) or centre crop (``augment=False``); ``None`` keeps whole tiles.
     augment
-        Random flips and 90-degree rotations (aerial imagery has no preferred orientation).
+        Random crops and one of the 8 rotations/flips (aerial imagery has no preferred orientation).
     """
 
     def __init__(
@@ -408,6 +411,7 @@ class TileDataset:
         if not keep.any():
             raise DataError(f"{path}: the {split} split is empty")
         self.manifest = manifest
+        self.split = split
         self.images, self.masks = images[keep], masks[keep]
         self.crop = crop
         self.augment = augment
@@ -418,24 +422,36 @@ class TileDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def _item(self, i: int, generator: Any = None) -> dict[str, Any]:
         import torch
+
+        from geodiff.train.latents import NUM_DIHEDRAL, dihedral
 
         img, m = self.images[i], self.masks[i]
         t = img.shape[0]
         if self.crop is not None and self.crop < t:
             if self.augment:
-                r, c = np.random.randint(0, t - self.crop + 1, size=2)
+                r, c = torch.randint(0, t - self.crop + 1, (2,), generator=generator).tolist()
             else:
                 r = c = (t - self.crop) // 2
             img, m = img[r : r + self.crop, c : c + self.crop], m[r : r + self.crop, c : c + self.crop]
-        if self.augment:
-            k = np.random.randint(4)
-            img, m = np.rot90(img, k), np.rot90(m, k)
-            if np.random.rand() < 0.5:
-                img, m = img[:, ::-1], m[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1)
-        return {"image": x, "class_map": torch.from_numpy(np.ascontiguousarray(m)).long()}
+        cmap = torch.from_numpy(np.ascontiguousarray(m)).long()
+        if self.augment:
+            k = int(torch.randint(NUM_DIHEDRAL, (1,), generator=generator))
+            x, cmap = dihedral(x, k).contiguous(), dihedral(cmap, k).contiguous()
+        return {"image": x, "class_map": cmap}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._item(i)
+
+    def sample(self, batch_size: int, generator: Any) -> dict[str, Any]:
+        """A random batch (tiles drawn with replacement, crops and orientations) from a ``torch.Generator``."""
+        import torch
+
+        idx = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        items = [self._item(i, generator) for i in idx]
+        return {key: torch.stack([it[key] for it in items]) for key in ("image", "class_map")}
 
 
 def check_num_classes(manifest: dict[str, Any]) -> None:

@@ -1,8 +1,16 @@
 """Training loops for the autoencoder and the map-conditioned diffusion model.
 
-Both are resumable (``checkpoint.pt`` in the run folder holds weights, optimizer, EMA, step and RNG states),
-log one CSV row per ``log_every`` steps, honour a wall-clock budget (``max_minutes``) by saving and stopping,
-and use bf16 autocast on CUDA.
+Both are resumable (``checkpoint.pt`` in the run folder holds weights, optimizer, EMA, step and RNG states, and
+loads with ``torch.load(weights_only=True)``, so a crafted file cannot run code), log one CSV row per
+``log_every`` steps, honour a wall-clock budget (``max_minutes``) by saving and stopping, and use bf16 autocast on
+CUDA. Batches (tiles, crops, orientations, noise, timesteps) come from one seeded CPU generator whose state is
+checkpointed, so a resumed run continues exactly as an uninterrupted one would.
+
+The recipe for little compute (all optional in the TOML config; the defaults reproduce the plain recipe):
+the autoencoder gets a PatchGAN hinge term with an adaptive weight (``autoencoder.disc_*``); the diffusion loss
+gets Min-SNR-gamma weighting (``diffusion.snr_gamma``), latents encoded once per tile and orientation and
+cropped in latent space (``diffusion.latent_cache``), and map dropout for classifier-free guidance
+(``diffusion.cond_drop``).
 """
 
 from __future__ import annotations
@@ -11,22 +19,26 @@ import contextlib
 import csv
 import json
 import math
+import pickle
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.utils.torch_utils import randn_tensor
 
+from geodiff.classes import IGNORE
 from geodiff.errors import ConfigError, DataError, ModelError
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
 from geodiff.progress import ProgressCallback, report
 from geodiff.train.config import TrainConfig
 from geodiff.train.dataset import TileDataset, check_num_classes
+from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
+from geodiff.train.latents import LatentCache
 
 AE_DIR = "autoencoder"
 DIFF_DIR = "diffusion"
@@ -61,26 +73,6 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
     return contextlib.nullcontext()
 
 
-def _batches(
-    ds: TileDataset, batch_size: int, num_workers: int, seed: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches (a new epoch starts when one ends)."""
-    from torch.utils.data import DataLoader
-
-    g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        ds,
-        batch_size=min(batch_size, len(ds)),
-        shuffle=True,
-        drop_last=True,  # type: ignore[arg-type]
-        num_workers=num_workers,
-        generator=g,
-        persistent_workers=num_workers > 0,
-    )
-    while True:
-        yield from loader
-
-
 class CsvLog:
     """Appends rows to ``log.csv`` (header written once, so a resumed run continues the same file)."""
 
@@ -101,13 +93,25 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint written by this module; tensors and plain values only (``weights_only``), so a crafted
+    file cannot execute code."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot resume from {path}: not a geodiff training checkpoint ({str(exc).splitlines()[0]}); "
+            "move it away and start a new run"
+        ) from exc
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _rng_state(batches: torch.Generator) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "batches": batches.get_state()}
+
+
+def _set_rng_state(state: dict[str, Any], batches: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    batches.set_state(state["batches"])
 
 
 def _lr_lambda(warmup: int) -> Any:
@@ -123,22 +127,24 @@ def _lr_lambda(warmup: int) -> Any:
 def evaluate_autoencoder(
     vae: Any, ds: TileDataset, device: torch.device, max_tiles: int = 64
 ) -> dict[str, float]:
-    """Reconstruction PSNR (dB) and SSIM on ``ds`` (images in [0, 1]), at most ``max_tiles`` tiles."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """Reconstruction PSNR (dB), SSIM and sharpness on ``ds`` (whole tiles, as uint8 images), at most
+    ``max_tiles`` tiles spread over the split."""
+    from geodiff.evaluate.reconstruction import reconstruction_metrics
 
+    was_training = vae.training
     vae.eval()
-    psnr, ssim, n = 0.0, 0.0, 0
     idx = np.linspace(0, len(ds) - 1, min(max_tiles, len(ds))).round().astype(int)
+    out = []
     for i in idx:
         x = ds[int(i)]["image"].unsqueeze(0).to(device)
         enc = vae.encode(x)
         lat = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
-        y = vae.decode(lat).sample.clamp(-1, 1)
-        a, b = (y + 1) / 2, (x + 1) / 2
-        psnr += float(peak_signal_noise_ratio(a, b, data_range=1.0))
-        ssim += float(structural_similarity_index_measure(a, b, data_range=1.0))
-        n += 1
-    return {"psnr_db": round(psnr / n, 3), "ssim": round(ssim / n, 4), "tiles": n}
+        y = vae.decode(lat).sample.float().clamp(-1, 1)
+        out.append(((y[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    vae.train(was_training)
+    m = reconstruction_metrics(ds.images[idx], np.stack(out))
+    return {"psnr_db": round(m["psnr_db"], 3), "ssim": round(m["ssim"], 4),
+            "sharpness": round(m["sharpness"], 3), "tiles": len(idx)}  # fmt: skip
 
 
 @torch.no_grad()
@@ -168,6 +174,8 @@ def train_autoencoder(
 ) -> Path:
     """Train (or fine-tune) the autoencoder; returns the folder of the saved diffusers autoencoder.
 
+    Loss: L1 + ``l2_weight`` MSE + KL (or the VQ commitment loss), plus, from step ``disc_start`` when
+    ``disc_weight > 0``, a PatchGAN hinge term weighted adaptively (:mod:`geodiff.train.discriminator`).
     Writes ``<run.dir>/autoencoder/{checkpoint.pt, log.csv, vae/, metrics.json}``.
     """
     device = _setup(cfg)
@@ -189,31 +197,46 @@ def train_autoencoder(
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
     opt = torch.optim.AdamW(vae.parameters(), lr=sec.lr, weight_decay=0.0)
+    disc = opt_d = None
+    if sec.disc_weight > 0:
+        disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers).to(device).train()
+        # the GAN literature's betas: a short momentum keeps the two players from overshooting
+        opt_d = torch.optim.AdamW(
+            disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0
+        )
+    last_layer = vae.decoder.conv_out.weight
+    gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt_path, device)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if disc is not None and "disc" in state:  # a run may switch the GAN on when resumed
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["disc_optimizer"])  # type: ignore[union-attr]
         step = state["step"]
-        _set_rng_state(state["rng"])
-    log = CsvLog(out / "log.csv", ["step", "loss", "l1", "mse", "reg", "lr", "elapsed_s"])
-    batches = _batches(train_ds, sec.batch_size, cfg.data.num_workers, cfg.run.seed + step)
+        _set_rng_state(state["rng"], gen)
+    log = CsvLog(
+        out / "log.csv",
+        ["step", "loss", "l1", "mse", "reg", "g_loss", "d_loss", "d_weight", "lr", "elapsed_s"],
+    )
     start = time.monotonic()
 
     def checkpoint() -> None:
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "model": vae.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rng": _rng_state(),
-                "config": cfg.to_dict(),
-            },
-        )
+        state = {
+            "model": vae.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "rng": _rng_state(gen),
+            "config": cfg.to_dict(),
+        }
+        if disc is not None:
+            state.update(disc=disc.state_dict(), disc_optimizer=opt_d.state_dict())  # type: ignore[union-attr]
+        _save_checkpoint(ckpt_path, state)
 
     while step < sec.steps:
-        x = next(batches)["image"].to(device)
+        x = train_ds.sample(sec.batch_size, gen)["image"].to(device)
+        gan_on = disc is not None and step >= sec.disc_start
         with _autocast(cfg, device):
             if is_vq:
                 enc = vae.encode(x).latents
@@ -224,28 +247,51 @@ def train_autoencoder(
                 )
             else:
                 post = vae.encode(x).latent_dist
-                y = vae.decode(post.sample()).sample
+                y = vae.decode(post.sample(gen)).sample
                 reg = post.kl().mean() * sec.kl_weight
+            if gan_on:
+                disc.requires_grad_(False)  # type: ignore[union-attr]  # the generator step needs no D grads
+                g_loss = generator_loss(disc(y))  # type: ignore[misc]
+                disc.requires_grad_(True)  # type: ignore[union-attr]
         l1 = F.l1_loss(y.float(), x)
         mse = F.mse_loss(y.float(), x)
-        loss = l1 + sec.l2_weight * mse + reg.float()
+        rec = l1 + sec.l2_weight * mse
+        loss = rec + reg.float()
+        d_weight = d_loss = torch.zeros(())
+        if gan_on:
+            d_weight = adaptive_weight(rec, g_loss.float(), last_layer) * sec.disc_weight
+            loss = loss + d_weight * g_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
+        if gan_on:
+            with _autocast(cfg, device):
+                d_loss = hinge_d_loss(disc(x), disc(y.detach()))  # type: ignore[misc]
+            opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            d_loss.float().backward()
+            opt_d.step()  # type: ignore[union-attr]
         step += 1
+        value = loss.item()
+        if not math.isfinite(value):
+            raise ModelError(
+                f"autoencoder loss became {value} at step {step}; lower autoencoder.lr and resume"
+            )
         elapsed = time.monotonic() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
             log.write(
                 step=step,
-                loss=f"{loss.item():.5f}",
+                loss=f"{value:.5f}",
                 l1=f"{l1.item():.5f}",
                 mse=f"{mse.item():.5f}",
                 reg=f"{reg.item():.6f}",
+                g_loss=f"{g_loss.item():.4f}" if gan_on else "",
+                d_loss=f"{d_loss.item():.4f}" if gan_on else "",
+                d_weight=f"{d_weight.item():.4f}" if gan_on else "",
                 lr=sec.lr,
                 elapsed_s=round(elapsed, 1),
             )
-        report(progress, step / sec.steps, f"autoencoder step {step}/{sec.steps} loss {loss.item():.4f}")
+        report(progress, step / sec.steps, f"autoencoder step {step}/{sec.steps} loss {value:.4f}")
         if step % cfg.run.checkpoint_every == 0:
             checkpoint()
         if sec.max_minutes and elapsed > sec.max_minutes * 60:
@@ -259,11 +305,16 @@ def train_autoencoder(
         step=step,
         train_minutes=round((time.monotonic() - start) / 60, 2),
         scaling_factor=vae.config.scaling_factor,
-        split="val",
+        split=val_ds.split,
     )
     vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True, max_shard_size="15MB")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    report(progress, 1.0, f"autoencoder saved: PSNR {metrics['psnr_db']} dB, SSIM {metrics['ssim']}")
+    report(
+        progress,
+        1.0,
+        f"autoencoder saved: PSNR {metrics['psnr_db']} dB, SSIM {metrics['ssim']}, "
+        f"sharpness {metrics['sharpness']}",
+    )
     return out / "vae"
 
 
@@ -277,23 +328,42 @@ def _trainable(model: GeodiffModel) -> list[torch.nn.Parameter]:
 
 
 def diffusion_loss(
-    model: GeodiffModel, latents: torch.Tensor, class_map: torch.Tensor, scheduler: Any, generator: Any = None
+    model: GeodiffModel,
+    latents: torch.Tensor,
+    class_map: torch.Tensor,
+    scheduler: Any,
+    generator: torch.Generator | None = None,
+    snr_gamma: float = 0.0,
+    cond_drop: float = 0.0,
 ) -> torch.Tensor:
-    """The denoising loss (MSE on epsilon or v), down-weighted where the map is unlabeled (255)."""
-    b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(
-        0, scheduler.config.num_train_timesteps, (b,), device=latents.device, generator=generator
-    )
+    """The denoising loss: MSE on epsilon or v, per latent cell weighted by how much of it the map labels.
+
+    ``snr_gamma > 0`` applies Min-SNR-gamma weighting (Hang et al. 2023): ``min(SNR, gamma) / SNR`` for epsilon,
+    ``min(SNR, gamma) / (SNR + 1)`` for v prediction, so the many nearly-noise-free timesteps stop dominating.
+    ``cond_drop`` is the probability that a sample's map is replaced by "no class" everywhere (the null map of
+    classifier-free guidance); such a sample's loss counts everywhere, since the image is real everywhere.
+    Noise, timesteps and the dropout draw come from ``generator`` (a CPU generator works on any device).
+    """
+    b, device = latents.shape[0], latents.device
+    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noisy = scheduler.add_noise(latents, noise, t)
-    cond = model.map_encoder(class_map)
-    pred = model.predict_noise(noisy, t, cond)
-    target = (
-        noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    )
-    weight = 1.0 - ignore_fraction(class_map, model.latent_factor)
+    mask = 1.0 - ignore_fraction(class_map, model.latent_factor)
+    if cond_drop > 0:
+        drop = (torch.rand(b, generator=generator) < cond_drop).to(device)
+        class_map = torch.where(drop[:, None, None], torch.full_like(class_map, IGNORE), class_map)
+        mask = torch.where(drop[:, None, None, None], torch.ones_like(mask), mask)
+    pred = model.predict_noise(noisy, t, model.map_encoder(class_map))
+    v_pred = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, t) if v_pred else noise
+    weight = mask
+    if snr_gamma > 0:
+        snr = compute_snr(scheduler, t)
+        w_t = snr.clamp(max=snr_gamma) / (snr + 1 if v_pred else snr)
+        weight = mask * w_t.view(-1, 1, 1, 1)
     err = (pred.float() - target.float()).pow(2) * weight
-    return err.sum() / (weight.sum() * latents.shape[1]).clamp_min(1.0)
+    # normalised by the labelled area only: the SNR weights keep their absolute scale across batches
+    return err.sum() / (mask.sum() * latents.shape[1]).clamp_min(1.0)
 
 
 def _ae_folder(cfg: TrainConfig) -> Path:
@@ -323,7 +393,11 @@ def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: 
 
 
 def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None) -> Path:
-    """Train the U-Net and map encoder on latents of the trained autoencoder; returns the model folder."""
+    """Train the U-Net and map encoder on latents of the trained autoencoder; returns the model folder.
+
+    With ``diffusion.latent_cache`` the latents come from a :class:`~geodiff.train.latents.LatentCache`
+    (``<run.dir>/diffusion/latents.safetensors``, built once); otherwise every batch is encoded on the fly.
+    """
     device = _setup(cfg)
     sec = cfg.diffusion
     out, ckpt_path = _run_folder(cfg, DIFF_DIR, resume)
@@ -347,25 +421,42 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sec.warmup_steps))
     ema = EMAModel(params, decay=sec.ema_decay, use_ema_warmup=True, power=3 / 4)
     noise_sched = model.make_scheduler("ddpm")
+    gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = _load_checkpoint(ckpt_path, device)
         model.unet.load_state_dict(state["unet"])
         model.map_encoder.load_state_dict(state["map_encoder"])
         opt.load_state_dict(state["optimizer"])
         sched_lr.load_state_dict(state["lr_scheduler"])
         ema.load_state_dict(state["ema"])
         step = state["step"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"], gen)
     ema.to(device)
-    log = CsvLog(out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step"])
-    batches = _batches(ds, sec.batch_size, cfg.data.num_workers, cfg.run.seed + step)
+    cache = None
+    if sec.latent_cache:
+        report(progress, 0.0, "encoding the latent cache (once per autoencoder)")
+        cache = LatentCache.load_or_build(out / "latents.safetensors", model, ds, progress=progress)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if cache is not None:
+            latents, cmap = cache.sample(sec.batch_size, cfg.data.crop, gen)
+            return latents.to(device), cmap.to(device)
+        batch = ds.sample(sec.batch_size, gen)
+        with torch.no_grad():
+            latents = model.encode_images(batch["image"].to(device), sample=True, generator=gen).float()
+        return latents, batch["class_map"].to(device)
+
+    log = CsvLog(
+        out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step", "samples_per_s"]
+    )
     prior = (
         json.loads((out / "time.json").read_text())["seconds"]
         if resume and (out / "time.json").exists()
         else 0.0
     )
     start = time.monotonic()
+    first_step = step
     avg = None
     ae_metrics = cfg.run_dir / AE_DIR / "metrics.json"
     card: dict[str, Any] = {
@@ -384,7 +475,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "lr_scheduler": sched_lr.state_dict(),
                 "ema": ema.state_dict(),
                 "step": step,
-                "rng": _rng_state(),
+                "rng": _rng_state(gen),
                 "config": cfg.to_dict(),
             },
         )
@@ -397,12 +488,11 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         export_model(model, ema, cfg.output_dir, card)
 
     while step < sec.steps:
-        batch = next(batches)
-        x, cmap = batch["image"].to(device), batch["class_map"].to(device)
-        with torch.no_grad():
-            latents = model.encode_images(x, sample=True).float()
+        latents, cmap = next_batch()
         with _autocast(cfg, device):
-            loss = diffusion_loss(model, latents, cmap, noise_sched)
+            loss = diffusion_loss(
+                model, latents, cmap, noise_sched, gen, snr_gamma=sec.snr_gamma, cond_drop=sec.cond_drop
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if sec.grad_clip:
@@ -417,13 +507,15 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         avg = value if avg is None else 0.98 * avg + 0.02 * value
         elapsed = time.monotonic() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
+            per_step = elapsed / max(1, step - first_step)
             log.write(
                 step=step,
                 loss=f"{value:.5f}",
                 loss_avg=f"{avg:.5f}",
                 lr=f"{sched_lr.get_last_lr()[0]:.2e}",
                 elapsed_s=round(prior + elapsed, 1),
-                s_per_step=round(elapsed / max(1, step), 3),
+                s_per_step=round(per_step, 3),
+                samples_per_s=round(sec.batch_size / per_step, 2),
             )
         report(progress, step / sec.steps, f"diffusion step {step}/{sec.steps} loss {avg:.4f}")
         if step % cfg.run.checkpoint_every == 0:

@@ -1,0 +1,175 @@
+"""The training recipe for little compute: GAN autoencoder, Min-SNR weighting, latent cache, exact resume."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers.training_utils import compute_snr
+from diffusers.utils.torch_utils import randn_tensor
+
+from geodiff.model import GeodiffModel, ModelConfig
+from geodiff.train.config import load_config
+from geodiff.train.dataset import TileDataset
+from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from geodiff.train.latents import NUM_DIHEDRAL, LatentCache, dihedral
+from geodiff.train.loops import diffusion_loss, train_autoencoder, train_diffusion
+from tests.test_model import TINY
+from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
+
+GAN = "disc_weight = 0.5\ndisc_start = 2\ndisc_channels = 8\ndisc_layers = 2\n"
+RECIPE = "snr_gamma = 5.0\nlatent_cache = true\ncond_drop = 0.5\n"
+
+
+def _config(tmp_path: Path, data: Path, name: str, ae_steps: int, diff_steps: int):
+    text = write_config(tmp_path, data).read_text()
+    text = text.replace("[autoencoder]\nsteps = 4", f"[autoencoder]\nsteps = {ae_steps}\n{GAN}")
+    text = text.replace("[diffusion]\nsteps = 4", f"[diffusion]\nsteps = {diff_steps}\n{RECIPE}")
+    text = text.replace(str(tmp_path / "run"), str(tmp_path / name))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_gan_autoencoder_trains_and_resumes_to_the_same_state(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    full = _config(tmp_path, dataset, "full", ae_steps=4, diff_steps=4)
+    train_autoencoder(full)
+    rows = list(csv.DictReader((full.run_dir / "autoencoder" / "log.csv").open()))
+    assert [r["g_loss"] == "" for r in rows] == [True, True, False, False]  # GAN on from disc_start
+    assert all(math.isfinite(float(r[k])) for r in rows[2:] for k in ("g_loss", "d_loss", "d_weight"))
+
+    # the same run stopped after 2 steps and resumed: bit-identical autoencoder, discriminator and optimizers
+    part = _config(tmp_path, dataset, "part", ae_steps=2, diff_steps=4)
+    train_autoencoder(part)
+    part.autoencoder.steps = 4
+    train_autoencoder(part, resume=True)
+    a, b = (
+        _ckpt(full.run_dir / "autoencoder" / "checkpoint.pt"),
+        _ckpt(part.run_dir / "autoencoder" / "checkpoint.pt"),
+    )
+    assert a["step"] == b["step"] == 4
+    assert _states_equal(a["model"], b["model"]) and _states_equal(a["disc"], b["disc"])
+    assert not _states_equal(a["disc"], PatchDiscriminator(3, 8, 2).state_dict())  # it did learn
+
+
+def test_diffusion_recipe_trains_and_resumes_to_the_same_state(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    full = _config(tmp_path, dataset, "full", ae_steps=2, diff_steps=4)
+    train_autoencoder(full)
+    train_diffusion(full)
+    assert (full.run_dir / "diffusion" / "latents.safetensors").is_file()
+    rows = list(csv.DictReader((full.run_dir / "diffusion" / "log.csv").open()))
+    assert len(rows) == 4 and all(math.isfinite(float(r["loss"])) for r in rows)
+
+    part = _config(tmp_path, dataset, "part", ae_steps=2, diff_steps=2)
+    train_autoencoder(part)
+    train_diffusion(part)
+    part.diffusion.steps = 4
+    train_diffusion(part, resume=True)  # reuses the saved latent cache
+    a, b = (
+        _ckpt(full.run_dir / "diffusion" / "checkpoint.pt"),
+        _ckpt(part.run_dir / "diffusion" / "checkpoint.pt"),
+    )
+    assert _states_equal(a["unet"], b["unet"]) and _states_equal(a["map_encoder"], b["map_encoder"])
+    assert all(
+        torch.equal(x, y) for x, y in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"], strict=True)
+    )
+
+
+def _loss_inputs(prediction_type: str = "epsilon"):
+    torch.manual_seed(0)
+    model = GeodiffModel(ModelConfig(**{**TINY, "prediction_type": prediction_type}))
+    sched = model.make_scheduler("ddpm")
+    latents = torch.randn(6, 4, 8, 8)
+    cmap = torch.randint(0, 5, (6, 32, 32))
+    return model, sched, latents, cmap
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weighting_matches_its_definition(prediction_type: str) -> None:
+    model, sched, latents, cmap = _loss_inputs(prediction_type)
+    gamma = 5.0
+    with torch.no_grad():
+        got = diffusion_loss(model, latents, cmap, sched, torch.Generator().manual_seed(3), snr_gamma=gamma)
+        # replay the loss's draws from the same generator and weight each sample by hand
+        g = torch.Generator().manual_seed(3)
+        noise = randn_tensor(latents.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (6,), generator=g)
+        pred = model.predict_noise(sched.add_noise(latents, noise, t), t, model.map_encoder(cmap))
+        v = prediction_type == "v_prediction"
+        target = sched.get_velocity(latents, noise, t) if v else noise
+        snr = compute_snr(sched, t)
+        w = torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1 if v else snr)
+        want = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * w).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    # gamma = 0 is the plain loss, which differs
+    with torch.no_grad():
+        plain = diffusion_loss(model, latents, cmap, sched, torch.Generator().manual_seed(3))
+    assert plain.item() == pytest.approx(((pred - target).pow(2)).mean().item(), rel=1e-5)
+    assert plain.item() != pytest.approx(got.item(), rel=1e-3)
+
+
+def test_cond_drop_one_sample_sees_the_null_map() -> None:
+    model, sched, latents, cmap = _loss_inputs()
+    seen: list[torch.Tensor] = []
+    encoder = model.map_encoder
+    hook = encoder.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    try:
+        with torch.no_grad():
+            diffusion_loss(model, latents, cmap, sched, torch.Generator().manual_seed(0), cond_drop=0.5)
+    finally:
+        hook.remove()
+    maps = seen[0]
+    dropped = (maps == 255).flatten(1).all(1)
+    assert 0 < int(dropped.sum()) < 6  # some maps nulled, the others untouched
+    assert torch.equal(maps[~dropped], cmap[~dropped])
+
+
+def test_latent_cache_matches_encoding_on_the_fly(dataset: Path) -> None:  # noqa: F811
+    torch.manual_seed(0)
+    model = GeodiffModel(ModelConfig(**{**TINY, "tile_size": 64})).eval()
+    ds = TileDataset(dataset, "train", crop=None, augment=False)
+    cache = LatentCache.build(model, ds, batch_tiles=1)
+    assert cache.mean.shape == (len(ds), NUM_DIHEDRAL, 4, 16, 16)
+    for i in range(len(ds)):
+        image = ds[i]["image"]
+        for k in range(NUM_DIHEDRAL):
+            with torch.no_grad():
+                mean, std = model.encode_posterior(dihedral(image, k)[None])
+            torch.testing.assert_close(cache.mean[i, k].float(), mean[0], atol=2e-3, rtol=2e-3)
+            torch.testing.assert_close(cache.std[i, k].float(), std[0], atol=2e-3, rtol=2e-3)
+            # a crop in latent space carries the pixels of the same place in the class map
+            lat_mean, _, cmap = cache.crop(i, k, 3, 5, 8)
+            assert torch.equal(lat_mean, cache.mean[i, k, :, 3:11, 5:13])
+            want = dihedral(torch.from_numpy(ds.masks[i]), k)[12:44, 20:52]
+            assert torch.equal(cmap, want)
+    latents, maps = cache.sample(3, 32, torch.Generator().manual_seed(0))
+    assert latents.shape == (3, 4, 8, 8) and maps.shape == (3, 32, 32)
+    assert set(np.unique(maps.numpy())) <= set(np.unique(ds.masks))
+
+
+def test_dihedral_gives_eight_distinct_symmetries() -> None:
+    x = torch.arange(9.0).view(3, 3)
+    views = {tuple(dihedral(x, k).flatten().tolist()) for k in range(NUM_DIHEDRAL)}
+    assert len(views) == 8
+    with pytest.raises(ValueError):
+        dihedral(x, 8)
+
+
+def test_gan_losses() -> None:
+    real, fake = torch.full((2, 1, 3, 3), 2.0), torch.full((2, 1, 3, 3), -2.0)
+    assert hinge_d_loss(real, fake).item() == 0.0  # both beyond the margins
+    assert hinge_d_loss(-real, -fake).item() == pytest.approx(3.0)
+    w = torch.nn.Parameter(torch.ones(3))
+    assert adaptive_weight((w * 2).sum(), (w * 0.5).sum(), w).item() == pytest.approx(4.0, rel=1e-3)
