@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from geodiff.settings import REPO_ROOT
+from geodiff.settings import DEFAULT_MODEL_DIR
 from geodiff.train.config import load_config
 from geodiff.train.loops import AE_DIR, train_diffusion
 
@@ -108,7 +108,7 @@ def markdown(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/cpu_default.toml")
-    p.add_argument("--vae", default=str(REPO_ROOT / "models" / "geodiff-default" / "vae"))
+    p.add_argument("--vae", default=str(DEFAULT_MODEL_DIR / "vae"))
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -17,6 +17,7 @@ after the manifest is complete; an error or interrupt removes the temporary fold
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import json
@@ -25,18 +26,25 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from geodiff import ATTRIBUTION, __version__
 from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
-from geodiff.errors import CorruptFileError, InputNotFoundError, InvalidBBoxError, InvalidParameterError
+from geodiff.errors import (
+    CorruptFileError,
+    InputNotFoundError,
+    InvalidBBoxError,
+    InvalidParameterError,
+    OutputError,
+)
 from geodiff.grid import BBox, Grid, parse_bbox
 from geodiff.progress import ProgressCallback, report
+from geodiff.synth import Sampler
 
 FORMATS = ("tif", "png")
 
@@ -155,16 +163,63 @@ def _write_sample(
     return image_rel, mask_rel
 
 
-def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
+MANIFEST_FORMAT = "geodiff-paired-dataset-1"
+
+
+def _is_geodiff_dataset(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT else None
+
+
+def check_dataset_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder geodiff must not touch, before any work starts.
+
+    A new folder is fine; an existing one only with ``overwrite`` and only if it is empty or a dataset geodiff
+    wrote (its manifest says so): then only the files of the old manifest are replaced, nothing else.
+    """
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"{out} exists and is not a folder: choose a folder name for --out")
+    if not out.parent.is_dir():
+        raise InvalidParameterError(f"output folder {out.parent} does not exist: create it first")
+    if out.exists() and any(out.iterdir()):  # an empty folder holds nothing to lose
         if not overwrite:
-            raise InvalidParameterError(f"{out} already exists: pass --overwrite to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+            raise InvalidParameterError(
+                f"{out} already exists: pass --overwrite to replace it, or choose another name"
+            )
+        if _is_geodiff_dataset(out) is None:
+            raise InvalidParameterError(
+                f"{out} is not empty and not a dataset written by geodiff augment (no geodiff manifest.json): "
+                "geodiff will not replace it; choose a new folder"
+            )
+
+
+def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        try:
+            os.rename(tmp, out)  # atomic; replaces an empty folder, fails on one that filled up meanwhile
+        except OSError as exc:
+            raise OutputError(
+                f"{out} appeared while geodiff was running: it was kept and this run discarded; choose another name"
+            ) from exc
+        return
+    check_dataset_output(out, overwrite)
+    old = _is_geodiff_dataset(out) or {}
+    # replace only what geodiff wrote: the old manifest's samples and the manifests themselves
+    for rec in old.get("samples", []):
+        for key in ("image", "mask"):
+            rel = str(rec.get(key, ""))
+            if rel.startswith(("images/", "masks/")) and ".." not in rel:
+                with contextlib.suppress(FileNotFoundError):
+                    (out / rel).unlink()
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(exist_ok=True)
+        for item in (tmp / sub).iterdir():
+            os.replace(item, out / sub / item.name)
+    os.replace(tmp / "manifest.csv", out / "manifest.csv")
+    os.replace(tmp / "manifest.json", out / "manifest.json")  # last: the folder is complete when it changes
 
 
 def generate_dataset(
@@ -179,22 +234,26 @@ def generate_dataset(
     vector_path: str | os.PathLike[str] | None = None,
     class_field: str = "class",
     crs: str | None = None,
-    steps: int = 20,
-    sampler: str = "dpm",
+    steps: int | None = None,
+    sampler: Sampler = "dpm",
+    guidance_scale: float | None = None,
     device: str = "auto",
     batch_size: int = 8,
-    fmt: str = "tif",
+    fmt: Literal["tif", "png"] = "tif",
     min_labeled: float = 0.0,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
-    synth_fn: Callable[..., np.ndarray] | None = None,
 ) -> AugmentResult:
     """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
+
+    Each sample is what ``geodiff synth`` gives for the window's bbox and seed (the same plan and pipeline, the
+    same place-keyed noise), so a sample's pixels equal a ``geodiff synth`` run of that bbox.
 
     Parameters
     ----------
     out_dir
-        Folder to create (refused if it exists, unless ``overwrite``).
+        Folder to create (or an empty one). A non-empty one is refused unless ``overwrite``, and even then
+        only a dataset geodiff wrote is touched (only the files its manifest lists are replaced).
     windows
         Bboxes to synthesize (each at the model's resolution); exclusive with ``area``.
     area, n_windows
@@ -202,27 +261,31 @@ def generate_dataset(
     seeds_per_window
         Samples per window, with seeds ``seed, seed + 1, ...``.
     model
-        A :class:`~geodiff.model.GeodiffModel`, a model folder, or None for the shipped default model.
+        A :class:`~geodiff.model.GeodiffModel`, a model name or folder, or None for the default model.
     osm_path, vector_path, class_field, crs
         Map source and output CRS (default: UTM of each window), as for ``geodiff synth``.
-    steps, sampler, device, batch_size
-        Sampling settings (``geodiff.synth.synthesize_map``).
+    steps, sampler, guidance_scale, device, batch_size
+        Sampling settings, as for :func:`geodiff.synth.plan_synthesis`.
     fmt
         ``"tif"`` (georeferenced GeoTIFF pairs) or ``"png"`` (plain PNG pairs).
     min_labeled
-        Random windows only: minimum fraction of non-background map pixels.
-    synth_fn
-        Replacement for :func:`geodiff.synth.synthesize_map` (tests).
+        Random windows only: minimum fraction of non-background map pixels, in [0, 1].
+    overwrite
+        Allow replacing a dataset geodiff wrote before.
+    progress
+        ``progress(fraction, message)`` callback.
 
     Returns
     -------
     AugmentResult
     """
+    from geodiff.models import resolve_device, resolve_model
     from geodiff.rasterize import rasterize_bbox
-    from geodiff.synth import _global_origin, load_model, resolve_device
+    from geodiff.settings import get_settings
+    from geodiff.synth import MapSource, check_request, plan_synthesis, render
 
     started = time.monotonic()
-    out = Path(out_dir)
+    out = Path(os.path.abspath(out_dir))
     if fmt not in FORMATS:
         raise InvalidParameterError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
     if (windows is None) == (area is None):
@@ -233,21 +296,29 @@ def generate_dataset(
         raise InvalidParameterError("--n-windows must be >= 1 with --area")
     if seeds_per_window < 1:
         raise InvalidParameterError(f"--seeds-per-window must be >= 1, got {seeds_per_window}")
-    if out.exists() and not overwrite:
-        raise InvalidParameterError(
-            f"{out} already exists: pass --overwrite to replace it, or choose another name"
-        )
-    if not out.parent.exists():
-        raise InvalidParameterError(f"output folder {out.parent} does not exist: create it first")
+    if not 0.0 <= min_labeled <= 1.0:
+        raise InvalidParameterError(f"--min-labeled is a fraction in [0, 1], got {min_labeled}")
+    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
+    check_dataset_output(out, overwrite)
 
-    from geodiff.settings import get_settings
-
-    dev, dtype = resolve_device(device)
-    model_obj = load_model(model, dev, dtype, get_settings())
-    if synth_fn is None:
-        from geodiff.synth import synthesize_map as synth_fn
+    settings = get_settings()
+    dev = resolve_device(device)
+    ref = resolve_model(model, settings)
+    model_obj = ref.load(dev)
     res, tile = model_obj.config.resolution_m, model_obj.config.tile_size
-    src = dict(osm_path=osm_path, vector_path=vector_path, class_field=class_field, crs=crs)
+    source = MapSource(
+        Path(osm_path) if osm_path is not None else None,
+        Path(vector_path) if vector_path is not None else None,
+        class_field,
+    )
+    sampling = dict(
+        model=ref,
+        steps=steps,
+        sampler=sampler,
+        guidance_scale=guidance_scale,
+        device=dev,
+        batch_size=batch_size,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     umask = os.umask(0)
@@ -256,81 +327,65 @@ def generate_dataset(
     try:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        # windows are rasterized lazily so a long bbox list starts producing output at once
+        features = None
+        todo: list[tuple[BBox, str | None]]
         if area is not None:
             report(progress, 0.0, "rasterizing area")
-            area_map, area_grid = rasterize_bbox(area, resolution=res, **src)
-            todo: list[Window | BBox] = list(
-                random_windows(area_map, area_grid, n_windows, tile, seed, min_labeled)
+            area_map, area_grid = rasterize_bbox(
+                area,
+                resolution=res,
+                crs=crs,
+                osm_path=osm_path,
+                vector_path=vector_path,
+                class_field=class_field,
             )
+            picked = random_windows(area_map, area_grid, n_windows, tile, seed, min_labeled)
+            # one read of the map for all windows, a window's margin beyond the area (windows see past edges)
+            x0, y0, x1, y1 = area_grid.bounds
+            m = tile * res
+            features = source.load(BBox(x0 - m, y0 - m, x1 + m, y1 + m, crs=area_grid.crs), settings)
+            grid_crs = area_grid.crs.to_wkt()
+            todo = [(BBox(*w.grid.bounds, crs=area_grid.crs), grid_crs) for w in picked]
         else:
-            todo = list(windows or [])
+            todo = [(b, crs) for b in (windows or [])]  # windows are read lazily: output starts at once
         total = len(todo) * seeds_per_window
         records: list[dict[str, Any]] = []
-        model_name = str(getattr(model_obj, "name_or_path", model) or get_settings().model_dir)
-        for wi, item in enumerate(todo):
-            if isinstance(item, Window):
-                win = item
-            else:
-                cmap, grid = rasterize_bbox(item, resolution=res, allow_empty=True, **src)
-                win = Window(wi, grid, cmap)
-            lon_lat = win.grid.lonlat_bounds()
-            fractions = np.bincount(win.class_map.ravel(), minlength=256)[list(range(NUM_CLASSES)) + [IGNORE]]
-            fractions = fractions / win.class_map.size
+        for wi, (box, box_crs) in enumerate(todo):
             for k in range(seeds_per_window):
                 s = seed + k
-                rgb = synth_fn(
-                    win.class_map,
-                    model_obj,
-                    seed=s,
-                    steps=steps,
-                    sampler=sampler,
-                    device=dev,
-                    batch_size=batch_size,
-                    origin=_global_origin(win.grid),
-                )
+                plan = plan_synthesis(
+                    box, seed=s, crs=box_crs, osm_path=osm_path, vector_path=vector_path,
+                    class_field=class_field, settings=settings, **sampling,
+                )  # fmt: skip
+                if area is None and k == 0:  # a listed window: read its own canvas's map once for all seeds
+                    canvas = plan.canvas_grid()
+                    features = source.load(BBox(*canvas.bounds, crs=canvas.crs), settings)
+                rgb, class_map = render(plan, model_obj, features, settings)
+                win = Window(wi, plan.grid, class_map)
                 sid = _sample_id(wi, s)
                 tags = {
-                    "MODEL": model_name,
+                    "MODEL": ref.name,
                     "SEED": s,
                     "STEPS": steps,
                     "SAMPLER": sampler,
+                    "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
                     "GEODIFF_VERSION": __version__,
                     "SYNTHETIC": "yes",
                 }
                 image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
-                records.append(
-                    {
-                        "id": sid,
-                        "image": image_rel,
-                        "mask": mask_rel,
-                        "window": wi,
-                        "seed": s,
-                        "west": lon_lat[0],
-                        "south": lon_lat[1],
-                        "east": lon_lat[2],
-                        "north": lon_lat[3],
-                        "crs": win.grid.crs.to_string(),
-                        "x_min": win.grid.bounds[0],
-                        "y_max": win.grid.bounds[3],
-                        "resolution_m": win.grid.resolution,
-                        "width": win.grid.width,
-                        "height": win.grid.height,
-                        **{f"frac_{c.name}": round(float(fractions[c.id]), 5) for c in CLASSES},
-                        "frac_ignore": round(float(fractions[-1]), 5),
-                    }
-                )
+                records.append(_record(sid, image_rel, mask_rel, win, s))
                 report(progress, len(records) / total, f"sample {len(records)}/{total}")
         _write_manifests(
             tmp,
             records,
             {
-                "model": model_name,
+                "model": ref.name,
                 "steps": steps,
                 "sampler": sampler,
+                "guidance_scale": plan.guidance_scale if records else guidance_scale,
                 "seeds_per_window": seeds_per_window,
-                "format": fmt,
-                "source": str(osm_path or vector_path or "overpass"),
+                "image_format": fmt,
+                "source": str(source),
             },
         )
         _finalise(tmp, out, overwrite)
@@ -342,9 +397,34 @@ def generate_dataset(
     )
 
 
+def _record(sid: str, image_rel: str, mask_rel: str, win: Window, seed: int) -> dict[str, Any]:
+    lon_lat = win.grid.lonlat_bounds()
+    counts = np.bincount(win.class_map.ravel(), minlength=256)[list(range(NUM_CLASSES)) + [IGNORE]]
+    fractions = counts / win.class_map.size
+    return {
+        "id": sid,
+        "image": image_rel,
+        "mask": mask_rel,
+        "window": win.index,
+        "seed": seed,
+        "west": lon_lat[0],
+        "south": lon_lat[1],
+        "east": lon_lat[2],
+        "north": lon_lat[3],
+        "crs": win.grid.crs.to_string(),
+        "x_min": win.grid.bounds[0],
+        "y_max": win.grid.bounds[3],
+        "resolution_m": win.grid.resolution,
+        "width": win.grid.width,
+        "height": win.grid.height,
+        **{f"frac_{c.name}": round(float(fractions[c.id]), 5) for c in CLASSES},
+        "frac_ignore": round(float(fractions[-1]), 5),
+    }
+
+
 def _write_manifests(root: Path, records: list[dict[str, Any]], info: dict[str, Any]) -> None:
     manifest = {
-        "format": "geodiff-paired-dataset-1",
+        "format": MANIFEST_FORMAT,
         "description": "synthetic aerial images (images/) paired with the semantic maps they were generated from "
         "(masks/, class ids)",
         "layout": {"images": "images/<id>", "masks": "masks/<id>", "mask_values": "class ids; 255 = ignore"},

@@ -78,3 +78,12 @@ class DataError(GeodiffError, ValueError):
     """A training-data folder or dataset is malformed."""
 
     exit_code = 3
+
+
+class OutputError(GeodiffError, OSError):
+    """An output could not be written completely (disk full, folder not writable, target changed meanwhile).
+
+    Nothing is left under the output's name and an existing file there is kept.
+    """
+
+    exit_code = 7

@@ -86,6 +86,11 @@ def validate_bbox(bbox: BBox) -> BBox:
         for lon in (w, e):
             if not -180 <= lon <= 180:
                 raise InvalidBBoxError(f"longitude {lon} is outside [-180, 180]: the bbox order is W,S,E,N")
+    if bbox.crs.is_geographic and w > 90 and e < -90 and s < n:  # e.g. 179.9,-17,-179.9,-16 (Fiji)
+        raise InvalidBBoxError(
+            f"bbox {bbox} crosses the antimeridian (180 degrees): split it into two bboxes, one on each side "
+            f"({w:g},{s:g},180,{n:g} and -180,{s:g},{e:g},{n:g})"
+        )
     if w >= e or s >= n:
         what = "inverted" if (w > e or s > n) else "degenerate (zero width or height)"
         raise InvalidBBoxError(f"bbox {bbox} is {what}: give W,S,E,N with west < east and south < north")
@@ -97,6 +102,38 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
     zone = int((lon + 180) // 6) % 60 + 1
     # Norway/Svalbard exceptions are ignored on purpose: distortion is small and results stay predictable.
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def check_metric_crs(crs: CRS) -> None:
+    """Refuse an output grid CRS that is not projected in metres (the model's scale is metres per pixel)."""
+    if crs.is_geographic:
+        raise InvalidParameterError(
+            f"output CRS {crs.to_string()} is geographic (degrees); choose a projected CRS in metres, "
+            "e.g. the UTM zone (leave --crs out to get it automatically)"
+        )
+    units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
+    if not crs.is_projected or not units <= {"metre", "meter", "metres", "meters"}:
+        raise InvalidParameterError(
+            f"output CRS {crs.to_string()} has units of {', '.join(sorted(units)) or 'unknown'}, not metres: road "
+            "widths and the model's ground resolution are in metres; choose a metric CRS (e.g. the UTM zone: "
+            "leave --crs out)"
+        )
+    if crs.to_epsg() in (3857, 900913, 3395):
+        raise InvalidParameterError(
+            f"output CRS {crs.to_string()} (Web Mercator) is metric only at the equator: its 'metres' are "
+            f"1/cos(latitude) ground metres, so the model would see the wrong scale; leave --crs out (local UTM "
+            "zone) or choose an equal-scale CRS"
+        )
+
+
+def bbox_centre_lonlat(bbox: BBox) -> tuple[float, float]:
+    """The bbox centre in lon/lat (whatever CRS the bbox is in)."""
+    w, s, e, n = bbox.as_tuple()
+    if bbox.crs.is_geographic and bbox.crs.equals(LONLAT, ignore_axis_order=True):
+        return (w + e) / 2, (s + n) / 2
+    t = Transformer.from_crs(bbox.crs, LONLAT, always_xy=True)
+    lon0, lat0, lon1, lat1 = t.transform_bounds(w, s, e, n, densify_pts=21)
+    return (lon0 + lon1) / 2, (lat0 + lat1) / 2
 
 
 def reproject_bounds(bbox: BBox, dst: CRS) -> tuple[float, float, float, float]:
@@ -159,8 +196,9 @@ def grid_for_bbox(
 ) -> Grid:
     """The grid covering ``bbox`` at ``resolution`` metres (CRS units) per pixel.
 
-    ``crs`` defaults to the UTM zone of the bbox centre (or the bbox's own CRS when it is projected). The grid
-    is snapped outward to whole multiples of ``resolution`` so nested bboxes share pixel edges.
+    ``crs`` defaults to the UTM zone of the bbox centre, whatever CRS the bbox is given in (it only describes
+    the area); an explicit ``crs`` must be projected in metres. The grid is snapped outward to whole multiples
+    of ``resolution`` so nested bboxes share pixel edges.
     """
     if not (isinstance(resolution, (int, float)) and math.isfinite(resolution) and resolution > 0):
         raise InvalidParameterError(
@@ -169,16 +207,10 @@ def grid_for_bbox(
     validate_bbox(bbox)
     if crs is not None:
         target = parse_crs(crs)
-    elif bbox.crs.is_projected:
-        target = bbox.crs
-    else:
-        w, s, e, n = bbox.as_tuple()
-        target = utm_crs_for((w + e) / 2, (s + n) / 2)
-    if target.is_geographic:
-        raise InvalidParameterError(
-            f"output CRS {target.to_string()} is geographic (degrees); choose a projected CRS in metres, "
-            "e.g. the UTM zone (leave --crs out to get it automatically)"
-        )
+        check_metric_crs(target)
+    else:  # the bbox's CRS only describes the area: the grid is always in metres, in the local UTM zone
+        lon0, lat0 = bbox_centre_lonlat(bbox)
+        target = utm_crs_for(lon0, lat0)
     left, bottom, right, top = reproject_bounds(bbox, target)
     # A small tolerance keeps exact multiples from growing an extra pixel through float noise.
     eps = resolution * 1e-6

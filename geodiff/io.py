@@ -7,9 +7,11 @@ when complete, so an error or Ctrl-C never leaves a half-written file under the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,13 @@ from rasterio.errors import RasterioIOError
 
 from geodiff import ATTRIBUTION, __version__
 from geodiff.classes import CLASSES, IGNORE, colorize
-from geodiff.errors import CorruptFileError, InputNotFoundError, InvalidParameterError
+from geodiff.errors import (
+    CorruptFileError,
+    GeodiffError,
+    InputNotFoundError,
+    InvalidParameterError,
+    OutputError,
+)
 from geodiff.grid import Grid
 
 GTIFF_PROFILE = {
@@ -33,32 +41,167 @@ GTIFF_PROFILE = {
 }
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
-    target = Path(path)
-    if target.is_dir():
-        raise InvalidParameterError(
-            f"output {target} is a folder: give a file name such as {target / 'out.tif'}"
+def _describe(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_output_paths(paths: Sequence[str | os.PathLike[str] | None], overwrite: bool = False) -> list[Path]:
+    """Refuse outputs that cannot or must not be written, before any work starts.
+
+    Refused: the same path twice, an existing folder, an existing non-regular file (device, pipe), an existing
+    file without ``overwrite``, a missing or unwritable parent folder. Returns the paths (``None`` dropped).
+    """
+    out: list[Path] = []
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p)
+        key = Path(os.path.abspath(path))
+        if key in seen or (key.exists() and any(key.samefile(k) for k in seen if k.exists())):
+            raise InvalidParameterError(f"{path} is given for two outputs: choose a different name for each")
+        seen[key] = path
+        if path.is_dir():
+            raise InvalidParameterError(
+                f"output {path} is a folder: give a file name such as {path / 'out.tif'}"
+            )
+        if path.exists() or path.is_symlink():
+            if path.exists() and not path.is_file():
+                raise InvalidParameterError(
+                    f"output {path} exists and is {_describe(path)}: geodiff only replaces regular files; "
+                    "choose another name"
+                )
+            if not overwrite:
+                raise InvalidParameterError(
+                    f"{path} already exists: pass --overwrite to replace it, or choose another name"
+                )
+        parent = path.parent
+        if not parent.is_dir():
+            raise InvalidParameterError(f"output folder {parent} does not exist: create it first")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(
+                f"output folder {parent} is not writable: choose another folder or fix its permissions"
+            )
+        out.append(path)
+    return out
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a directory; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``target``: replace only with ``overwrite``, else never clobber a file that
+    appeared meanwhile (a hard link fails if the name exists, atomically; then the temporary name goes)."""
+    if target.exists() and not target.is_file():
+        raise OutputError(
+            f"{target} became {_describe(target)} while geodiff was running: nothing was written"
         )
-    if not target.parent.exists():
-        raise InvalidParameterError(f"output folder {target.parent} does not exist: create it first")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OutputError(
+            f"{target} was created by someone else while geodiff was running: it was kept, and this run's "
+            "result discarded; pass --overwrite to replace it, or choose another name"
+        ) from None
+    except OSError as exc:  # no hard links here (some network/FUSE filesystems): reserve the name exclusively
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise OutputError(
+                f"{target} was created by someone else while geodiff was running: it was kept; pass "
+                "--overwrite to replace it, or choose another name"
+            ) from None
+        os.replace(tmp, target)
+        return
+    tmp.unlink()
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def _write_failed(target: Path, exc: OSError) -> str:
+    hint = (
+        "; free some disk space and run again"
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        else ""
+    )
+    return f"writing {target} failed ({exc.strerror or exc}); nothing was written under that name{hint}"
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    verify: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; publish it as ``path`` only if the block succeeds.
+
+    Before the rename the file is flushed to disk (fsync) and, if given, ``verify(tmp)`` checks it is complete
+    (e.g. a raster reopens with every block readable); a failure keeps any old file and leaves nothing new.
+    An existing ``path`` is replaced only with ``overwrite``; one that appears while the block runs is kept.
+    Write errors (disk full, permissions) become :class:`~geodiff.errors.OutputError`.
+    """
+    target = Path(path)
+    check_output_paths([target], overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot create a file in {target.parent}: {exc.strerror}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        # mkstemp creates 0600 files; give the output the permissions a normal file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    finally:  # also on KeyboardInterrupt / SystemExit
-        if tmp.exists():
-            tmp.unlink()
-        aux = tmp.with_name(tmp.name + ".aux.xml")
-        if aux.exists():
-            aux.unlink()
+        try:
+            yield tmp
+        except OSError as exc:  # a write inside the block hit the disk's limits
+            if isinstance(exc, GeodiffError) or exc.errno not in _DISK_ERRORS:
+                raise
+            raise OutputError(_write_failed(target, exc)) from exc
+        try:
+            _fsync(tmp)
+            if verify is not None:
+                verify(tmp)
+            # mkstemp creates 0600 files; give the output the permissions a normal file would get.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            _publish(tmp, target, overwrite)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            if isinstance(exc, GeodiffError):
+                raise
+            raise OutputError(_write_failed(target, exc)) from exc
+    finally:  # also on KeyboardInterrupt / SystemExit / a signal turned into an exception
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def provenance_tags(extra: Mapping[str, object] | None = None) -> dict[str, str]:
@@ -75,6 +218,22 @@ def class_table_tags() -> dict[str, str]:
     return tags
 
 
+def verify_raster(path: Path, width: int, height: int, count: int) -> None:
+    """Reopen a just-written raster and read every block: a full disk or a truncated write shows here, where
+    GDAL's own close may only have logged it."""
+    try:
+        with rasterio.Env(CPL_LOG_ERRORS="OFF"), rasterio.open(path) as src:
+            if (src.width, src.height, src.count) != (width, height, count):
+                raise OutputError(
+                    f"{path} came out {src.width} x {src.height} x {src.count} instead of {width} x {height} x "
+                    f"{count}: the disk may be full"
+                )
+            for _, window in src.block_windows(1):
+                src.read(window=window)
+    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise OutputError(f"the written raster is incomplete ({exc}): the disk may be full") from exc
+
+
 @contextlib.contextmanager
 def geotiff_writer(
     path: str | os.PathLike[str],
@@ -83,39 +242,56 @@ def geotiff_writer(
     dtype: str = "uint8",
     tags: Mapping[str, object] | None = None,
     band_descriptions: tuple[str, ...] | None = None,
+    overwrite: bool = False,
     **profile: object,
 ) -> Iterator[rasterio.io.DatasetWriter]:
-    """Open an atomic, tiled, compressed GeoTIFF for block-wise writing (``dst.write(arr, window=...)``)."""
+    """Open an atomic, tiled, compressed GeoTIFF for block-wise writing (``dst.write(arr, window=...)``).
+
+    The file appears under ``path`` only after it was closed, synced and read back complete (see
+    :func:`atomic_path`); an existing file is replaced only with ``overwrite``.
+    """
     opts = dict(GTIFF_PROFILE)
     opts.update(profile)
     if grid.width < 256 or grid.height < 256:
         opts.pop("blockxsize"), opts.pop("blockysize")
         opts["tiled"] = False
-    with atomic_path(path) as tmp:
-        with rasterio.open(
-            tmp,
-            "w",
-            width=grid.width,
-            height=grid.height,
-            count=count,
-            dtype=dtype,
-            crs=grid.crs.to_wkt(),
-            transform=grid.transform,
-            **opts,
-        ) as dst:
-            dst.update_tags(**provenance_tags(tags))
-            for i, desc in enumerate(band_descriptions or (), start=1):
-                dst.set_band_description(i, desc)
-            yield dst
+
+    def verify(tmp: Path) -> None:
+        verify_raster(tmp, grid.width, grid.height, count)
+
+    with atomic_path(path, overwrite=overwrite, verify=verify) as tmp:
+        try:
+            with rasterio.open(
+                tmp,
+                "w",
+                width=grid.width,
+                height=grid.height,
+                count=count,
+                dtype=dtype,
+                crs=grid.crs.to_wkt(),
+                transform=grid.transform,
+                **opts,
+            ) as dst:
+                dst.update_tags(**provenance_tags(tags))
+                for i, desc in enumerate(band_descriptions or (), start=1):
+                    dst.set_band_description(i, desc)
+                yield dst
+        except rasterio.errors.RasterioError as exc:  # GDAL write errors (e.g. "No space left on device")
+            raise OutputError(f"writing {path} failed ({exc}); nothing was written under that name") from exc
 
 
 @contextlib.contextmanager
 def class_map_writer(
-    path: str | os.PathLike[str], grid: Grid, tags: Mapping[str, object] | None = None
+    path: str | os.PathLike[str],
+    grid: Grid,
+    tags: Mapping[str, object] | None = None,
+    overwrite: bool = False,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """An atomic one-band class-map GeoTIFF (colour table, class names, attribution) for block-wise writing."""
     all_tags = {**class_table_tags(), **(tags or {})}
-    with geotiff_writer(path, grid, 1, "uint8", all_tags, ("semantic class",), nodata=None) as dst:
+    with geotiff_writer(
+        path, grid, 1, "uint8", all_tags, ("semantic class",), overwrite=overwrite, nodata=None
+    ) as dst:
         cmap = {c.id: (*c.color, 255) for c in CLASSES}
         cmap[IGNORE] = (0, 0, 0, 0)
         dst.write_colormap(1, cmap)
@@ -124,18 +300,26 @@ def class_map_writer(
 
 
 def write_class_map(
-    path: str | os.PathLike[str], class_map: np.ndarray, grid: Grid, tags: Mapping[str, object] | None = None
+    path: str | os.PathLike[str],
+    class_map: np.ndarray,
+    grid: Grid,
+    tags: Mapping[str, object] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an (H, W) uint8 class map with a colour table, class names and attribution."""
     if class_map.shape != grid.shape:
         raise ValueError(f"class map shape {class_map.shape} does not match grid shape {grid.shape}")
-    with class_map_writer(path, grid, tags) as dst:
+    with class_map_writer(path, grid, tags, overwrite=overwrite) as dst:
         dst.write(class_map.astype(np.uint8), 1)
     return Path(path)
 
 
 def write_rgb(
-    path: str | os.PathLike[str], rgb: np.ndarray, grid: Grid, tags: Mapping[str, object] | None = None
+    path: str | os.PathLike[str],
+    rgb: np.ndarray,
+    grid: Grid,
+    tags: Mapping[str, object] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an RGB uint8 image given as (3, H, W) or (H, W, 3)."""
     arr = np.asarray(rgb)
@@ -143,16 +327,21 @@ def write_rgb(
         arr = np.moveaxis(arr, -1, 0)
     if arr.shape != (3, *grid.shape):
         raise ValueError(f"RGB shape {arr.shape} does not match (3, {grid.height}, {grid.width})")
-    with rgb_writer(path, grid, tags) as dst:
+    with rgb_writer(path, grid, tags, overwrite=overwrite) as dst:
         dst.write(arr.astype(np.uint8))
     return Path(path)
 
 
 def rgb_writer(
-    path: str | os.PathLike[str], grid: Grid, tags: Mapping[str, object] | None = None
+    path: str | os.PathLike[str],
+    grid: Grid,
+    tags: Mapping[str, object] | None = None,
+    overwrite: bool = False,
 ) -> contextlib.AbstractContextManager[rasterio.io.DatasetWriter]:
     """An atomic RGB GeoTIFF writer for block-wise output of large mosaics."""
-    return geotiff_writer(path, grid, 3, "uint8", tags, ("red", "green", "blue"), photometric="RGB")
+    return geotiff_writer(
+        path, grid, 3, "uint8", tags, ("red", "green", "blue"), overwrite=overwrite, photometric="RGB"
+    )
 
 
 def read_raster(path: str | os.PathLike[str]) -> tuple[np.ndarray, Grid, dict[str, str]]:
@@ -174,15 +363,15 @@ def read_raster(path: str | os.PathLike[str]) -> tuple[np.ndarray, Grid, dict[st
         raise CorruptFileError(f"cannot read raster {p}: {exc}") from exc
 
 
-def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray, overwrite: bool = False) -> Path:
     """Write an (H, W, 3) uint8 array as PNG, atomically."""
     from PIL import Image
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
     return Path(path)
 
 
-def write_class_preview(path: str | os.PathLike[str], class_map: np.ndarray) -> Path:
+def write_class_preview(path: str | os.PathLike[str], class_map: np.ndarray, overwrite: bool = False) -> Path:
     """A colour PNG preview of a class map (class colours from the class table)."""
-    return write_png(path, colorize(class_map))
+    return write_png(path, colorize(class_map), overwrite=overwrite)

@@ -11,11 +11,19 @@ import hashlib
 import math
 
 import torch
+from pyproj import CRS
 
 BLOCK = 64
 
 
-def _block_seed(seed: int, crs_key: str, bi: int, bj: int) -> int:
+def place_key(crs: CRS) -> str:
+    """The noise key of a grid CRS: ``"EPSG:32632"`` (or its WKT when it has no EPSG code)."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def block_seed(seed: int, crs_key: str, bi: int, bj: int) -> int:
+    """The generator seed of noise block (bi, bj) of the lattice of ``crs_key`` for the user's ``seed``."""
     digest = hashlib.blake2b(f"{seed}|{crs_key}|{bi}|{bj}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
@@ -29,7 +37,7 @@ def location_noise(
     bi1, bj1 = math.floor((row0 + height - 1) / BLOCK), math.floor((col0 + width - 1) / BLOCK)
     for bi in range(bi0, bi1 + 1):
         for bj in range(bj0, bj1 + 1):
-            g = torch.Generator().manual_seed(_block_seed(seed, crs_key, bi, bj))
+            g = torch.Generator().manual_seed(block_seed(seed, crs_key, bi, bj))
             block = torch.randn(channels, BLOCK, BLOCK, generator=g)
             r0, c0 = bi * BLOCK, bj * BLOCK
             rs, re = max(r0, row0), min(r0 + BLOCK, row0 + height)

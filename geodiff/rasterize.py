@@ -200,3 +200,36 @@ def rasterize_bbox(
             "all-background map anyway"
         )
     return class_map, grid
+
+
+def rasterize_to_file(
+    bbox: BBox,
+    out_path: str | Path,
+    preview: str | Path | None = None,
+    resolution: float | None = None,
+    crs: str | None = None,
+    osm_path: str | Path | None = None,
+    vector_path: str | Path | None = None,
+    class_field: str = "class",
+    allow_empty: bool = False,
+    overwrite: bool = False,
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, Grid]:
+    """:func:`rasterize_bbox`, then write the class-map GeoTIFF (and a colour PNG ``preview``).
+
+    Outputs are checked before any data is read (existing files need ``overwrite``) and written atomically.
+    Returns ``(class_map, grid)``.
+    """
+    from geodiff.io import check_output_paths, write_class_map, write_class_preview
+
+    check_output_paths([out_path, preview], overwrite)
+    class_map, grid = rasterize_bbox(
+        bbox, resolution=resolution, crs=crs, osm_path=osm_path, vector_path=vector_path,
+        class_field=class_field, allow_empty=allow_empty, settings=settings, progress=progress,
+    )  # fmt: skip
+    tags = {"BBOX": str(bbox), "SOURCE": str(osm_path or vector_path or "overpass")}
+    write_class_map(out_path, class_map, grid, tags=tags, overwrite=overwrite)
+    if preview is not None:
+        write_class_preview(preview, class_map, overwrite=overwrite)
+    return class_map, grid

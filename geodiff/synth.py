@@ -1,61 +1,116 @@
 """Area -> semantic map -> tiled, blended latent diffusion -> mosaicked, georeferenced GeoTIFF.
 
-The canvas (the bbox grid, grown to whole windows on the global window lattice) is denoised in overlapping
-256 px windows. At every step the windows' noise predictions are blended with smooth weights into one canvas
-prediction, then a single scheduler step updates the whole canvas latent, so neighbouring windows cannot drift
-apart (Mixture-of-Diffusers). Decoding is windowed and blended the same way.
+:func:`plan_synthesis` computes everything a run will do before any heavy work (grid, windows, strips, outputs,
+optionally the estimated time: what ``--dry-run`` prints); :func:`synthesize` runs a plan. The canvas (the bbox
+grid grown to whole windows on the global window lattice) is denoised by :class:`geodiff.pipeline.GeodiffPipeline`
+in overlapping windows whose predictions are blended at every step.
 
 Memory stays bounded for large areas: the canvas is processed in strips of window rows; consecutive strips
-share one window row, and their results are cross-faded over it.
+share one window row, and their results are cross-faded over it. The initial noise is one field for the whole
+world keyed by seed and place (:mod:`geodiff.noise`), so the same place and seed give the same pixels whatever
+command or bbox they are part of.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from geodiff import __version__
-from geodiff.errors import InvalidParameterError, ModelError
-from geodiff.grid import BBox, Grid, grid_for_bbox
-from geodiff.noise import location_noise
+from geodiff.errors import AreaTooLargeError, InvalidParameterError, ModelError
+from geodiff.grid import BBox, Grid, grid_for_bbox, parse_bbox
+from geodiff.models import ModelRef, resolve_device, resolve_model
+from geodiff.noise import location_noise, place_key
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import Settings, get_settings
-from geodiff.tiling import Layout, blend_weights, layout_for, split_rows
+from geodiff.tiling import Layout, layout_for, split_rows
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import torch
 
     from geodiff.model import GeodiffModel
 
-SAMPLERS = ("dpm", "ddpm")
+Sampler = Literal["dpm", "ddpm"]
+SAMPLERS: tuple[str, ...] = ("dpm", "ddpm")
+DEFAULT_STEPS = {"dpm": 20, "ddpm": 1000}
+"""Steps when none are given: DPM-Solver++ 2M converges in ~20; DDPM is the 1000-step ancestral reference."""
+
+
+@dataclass
+class MapSource:
+    """Where the map comes from: a local OSM file, a vector layer, or (neither) Overpass."""
+
+    osm_path: Path | None = None
+    vector_path: Path | None = None
+    class_field: str = "class"
+
+    def __str__(self) -> str:
+        return str(self.osm_path or self.vector_path or "overpass")
+
+    def load(
+        self, bbox: BBox, settings: Settings, progress: ProgressCallback | None = None
+    ) -> gpd.GeoDataFrame:
+        from geodiff.osm import load_features
+
+        return load_features(
+            bbox,
+            osm_path=self.osm_path,
+            vector_path=self.vector_path,
+            class_field=self.class_field,
+            settings=settings,
+            progress=progress,
+        )
 
 
 @dataclass
 class SynthPlan:
-    """What a run will do, computed before any heavy work (also what ``--dry-run`` prints)."""
+    """What a run will do, computed before any heavy work (also what ``--dry-run`` prints).
 
+    Build with :func:`plan_synthesis`; run with :func:`synthesize`.
+    """
+
+    bbox: BBox
     grid: Grid
     layout: Layout
     strips: list[tuple[int, int]]
+    model: ModelRef
+    seed: int
     steps: int
     sampler: str
+    guidance_scale: float
     device: str
     batch_size: int
+    blend: bool
+    source: MapSource = field(default_factory=MapSource)
+    out_path: Path | None = None
+    mask_path: Path | None = None
+    overwrite: bool = False
     seconds_estimate: float | None = None
 
     @property
     def windows(self) -> int:
+        """U-Net windows over all strips (strips share one window row, which is denoised twice)."""
         return self.layout.count + sum(len(self.layout.cols) for _ in self.strips[1:])
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.out_path, self.mask_path) if p is not None]
+
+    def canvas_grid(self) -> Grid:
+        """The grid of the whole canvas: the bbox grid grown to whole windows on the lattice."""
+        lay, (g_row, g_col) = self.layout, global_origin(self.grid)
+        return self.grid.window(lay.canvas_row - g_row, lay.canvas_col - g_col, lay.height, lay.width)
 
     def window_edges(self) -> tuple[list[int], list[int]]:
         """Rows and columns of the output where a window starts or ends (where seams would show)."""
-        lay, (g_row, g_col) = self.layout, _global_origin(self.grid)
+        lay, (g_row, g_col) = self.layout, global_origin(self.grid)
         off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
 
         def edges(origins: tuple[int, ...], off: int, size: int) -> list[int]:
@@ -67,19 +122,45 @@ class SynthPlan:
     def describe(self) -> str:
         g = self.grid
         area_km2 = g.width * g.height * g.resolution**2 / 1e6
+        guidance = f", guidance {self.guidance_scale:g}" if self.guidance_scale > 1 else ""
         lines = [
             f"grid: {g.width} x {g.height} px at {g.resolution:g} m/px in {g.crs.to_string()} ({area_km2:.3f} km^2)",
             f"windows: {self.windows} of {self.layout.tile} px ({len(self.layout.rows)} rows x "
             f"{len(self.layout.cols)} cols, {self.layout.overlap} px overlap) in {len(self.strips)} strip(s)",
-            f"sampler: {self.sampler}, {self.steps} steps, batch {self.batch_size}, device {self.device}",
+            f"sampler: {self.sampler}, {self.steps} steps{guidance}, batch {self.batch_size}, device {self.device}",
+            f"model: {self.model.name}",
         ]
+        if self.outputs:
+            lines.append("outputs: " + ", ".join(str(p) for p in self.outputs))
         if self.seconds_estimate is not None:
             lines.append(f"estimated time: {_fmt_seconds(self.seconds_estimate)}")
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (``--dry-run --progress json``, the QGIS plugin's cost line)."""
+        g = self.grid
+        return {
+            "width": g.width,
+            "height": g.height,
+            "resolution_m": g.resolution,
+            "crs": g.crs.to_string(),
+            "area_km2": round(g.width * g.height * g.resolution**2 / 1e6, 6),
+            "windows": self.windows,
+            "strips": len(self.strips),
+            "steps": self.steps,
+            "sampler": self.sampler,
+            "guidance_scale": self.guidance_scale,
+            "device": self.device,
+            "model": self.model.name,
+            "outputs": [str(p) for p in self.outputs],
+            "seconds_estimate": None if self.seconds_estimate is None else round(self.seconds_estimate, 1),
+        }
+
 
 @dataclass
 class SynthResult:
+    """A finished run: where the outputs are, their grid, and how long it took."""
+
     image_path: Path
     mask_path: Path | None
     grid: Grid
@@ -92,41 +173,6 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def resolve_device(device: str) -> tuple[str, Any]:
-    """'auto' | 'cpu' | 'cuda[:N]' -> (device string, torch dtype): bf16 on CUDA, fp32 on CPU."""
-    import torch
-
-    device = (device or "auto").lower()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InvalidParameterError(
-                "--device cuda was asked for but no CUDA GPU is visible: use --device cpu"
-            )
-        return device, torch.bfloat16
-    if device != "cpu":
-        raise InvalidParameterError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return device, torch.float32
-
-
-def load_model(
-    model: GeodiffModel | str | Path | None, device: str, dtype: Any, settings: Settings
-) -> GeodiffModel:
-    """A ready model: an instance as is, or loaded from a folder / hub id (default: the shipped model)."""
-    from geodiff.model import GeodiffModel
-
-    if isinstance(model, GeodiffModel):
-        return model.to(device=device, dtype=dtype)
-    source = Path(model) if model is not None else settings.model_dir
-    if model is None and not source.exists():
-        raise ModelError(
-            f"the default model folder {source} is missing: reinstall geodiff from a full checkout, "
-            "or pass --model DIR (train one with `geodiff train diffusion`)"
-        )
-    return GeodiffModel.from_pretrained(str(source), device=device, dtype=dtype)
-
-
 def window_overlap(tile: int, latent_factor: int, blend: bool) -> int:
     """Window overlap in pixels: a quarter of the window (64 px of 256), whole latent cells; 0 without blending."""
     if not blend:
@@ -134,311 +180,319 @@ def window_overlap(tile: int, latent_factor: int, blend: bool) -> int:
     return max(latent_factor, (tile // 4) // latent_factor * latent_factor)
 
 
-def check_request(steps: int, sampler: str, batch_size: int, seed: int) -> None:
-    if not isinstance(steps, int) or steps < 1 or steps > 1000:
-        raise InvalidParameterError(
-            f"steps must be 1..1000, got {steps!r} (default 20 for dpm, 1000 for ddpm)"
-        )
-    if sampler not in SAMPLERS:
-        raise InvalidParameterError(f"unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}")
-    if batch_size < 1:
-        raise InvalidParameterError(f"batch size must be >= 1, got {batch_size}")
-    if seed < 0:
-        raise InvalidParameterError(f"seed must be >= 0, got {seed}")
-
-
-def _global_origin(grid: Grid) -> tuple[int, int]:
+def global_origin(grid: Grid) -> tuple[int, int]:
     """Global pixel (row, col) of the grid's top-left pixel; grids are snapped so these are integers."""
     res = grid.resolution
     return round(-grid.transform.f / res), round(grid.transform.c / res)
 
 
-def _crs_key(grid: Grid) -> str:
-    epsg = grid.crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else grid.crs.to_wkt()
+def check_request(
+    steps: int | None, sampler: str, batch_size: int, seed: int, guidance_scale: float | None
+) -> int:
+    """Validate sampling settings; returns the step count (the sampler's default when ``steps`` is None)."""
+    if sampler not in SAMPLERS:
+        raise InvalidParameterError(f"unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}")
+    if steps is None:
+        steps = DEFAULT_STEPS[sampler]
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+        raise InvalidParameterError(
+            f"steps must be 1..1000, got {steps!r} (default 20 for dpm, 1000 for ddpm)"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError(f"batch size must be >= 1, got {batch_size!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise InvalidParameterError(f"seed must be an integer >= 0, got {seed!r}")
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 1):
+        raise InvalidParameterError(f"guidance scale must be >= 1 (1 = off), got {guidance_scale!r}")
+    return steps
 
 
-def make_plan(
-    grid: Grid,
-    model_tile: int,
-    latent_factor: int,
-    steps: int,
-    sampler: str,
-    device: str,
-    batch_size: int,
-    blend: bool,
-    max_strip_pixels: int,
-) -> SynthPlan:
-    overlap = window_overlap(model_tile, latent_factor, blend)
-    row0, col0 = _global_origin(grid)
-    layout = layout_for(row0, col0, grid.height, grid.width, model_tile, overlap)
-    stride = model_tile - overlap
+def make_layout(grid: Grid, tile: int, latent_factor: int, blend: bool, max_strip_pixels: int):
+    """The lattice-aligned window layout over ``grid`` and its strips of window rows."""
+    overlap = window_overlap(tile, latent_factor, blend)
+    row0, col0 = global_origin(grid)
+    layout = layout_for(row0, col0, grid.height, grid.width, tile, overlap)
+    stride = tile - overlap
     rows_per_strip = max(2, max_strip_pixels // max(1, layout.width * stride))
-    strips = split_rows(len(layout.rows), rows_per_strip)
-    return SynthPlan(grid, layout, strips, steps, sampler, device, batch_size)
+    return layout, split_rows(len(layout.rows), rows_per_strip)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the diffusion core: a canvas (map, layout) -> RGB, no geography
-# ---------------------------------------------------------------------------------------------------------
+def default_mask_path(out_path: str | Path) -> Path:
+    """``area.tif`` -> ``area.mask.tif`` beside it: where the paired semantic map goes unless told otherwise."""
+    out = Path(out_path)
+    return out.with_name(out.stem + ".mask.tif")
 
 
-def _windows_in_batches(windows: Sequence[tuple[int, int]], batch: int) -> list[list[tuple[int, int]]]:
-    return [list(windows[i : i + batch]) for i in range(0, len(windows), batch)]
-
-
-def denoise_canvas(
-    model: GeodiffModel,
-    class_map: np.ndarray,
-    rows: Sequence[int],
-    cols: Sequence[int],
-    noise: torch.Tensor,
-    steps: int,
-    sampler: str,
-    batch_size: int,
-    overlap: int,
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Denoise one canvas and decode it. Returns (H, W, 3) float32 RGB in [0, 1].
-
-    ``class_map`` covers the canvas exactly (H = rows[-1] + tile, W = cols[-1] + tile); ``noise`` is the
-    initial latent noise of the canvas (C, H / f, W / f).
-    """
-    import torch
-
-    tile = model.config.tile_size
-    f = model.latent_factor
-    device, dtype = model.device, model.dtype
-    lt, lo = tile // f, overlap // f
-    windows = [(r, c) for r in rows for c in cols]
-    batches = _windows_in_batches(windows, batch_size)
-    w_lat = torch.from_numpy(blend_weights(lt, lo)).to(device=device, dtype=torch.float32)
-    scheduler = model.make_scheduler(sampler)
-    scheduler.set_timesteps(steps, device=device)
-
-    latents = (noise.to(device=device, dtype=torch.float32) * scheduler.init_noise_sigma).unsqueeze(0)
-    maps = torch.from_numpy(class_map.astype(np.int64))
-    # Conditioning depends only on the map: compute it once per batch of windows, not once per step.
-    with torch.inference_mode():
-        conds = [
-            model.condition(torch.stack([maps[r : r + tile, c : c + tile] for r, c in batch]).to(device))
-            for batch in batches
-        ]
-    total = steps * len(batches) + len(batches)
-    done = 0
-    for i, t in enumerate(scheduler.timesteps):
-        eps = torch.zeros_like(latents)
-        weight = torch.zeros_like(latents[:, :1])
-        model_in = scheduler.scale_model_input(latents, t)
-        for batch, cond in zip(batches, conds, strict=True):
-            crops = torch.cat([model_in[:, :, r // f : r // f + lt, c // f : c // f + lt] for r, c in batch])
-            with torch.inference_mode():
-                tt = torch.full((len(batch),), int(t), device=device, dtype=torch.long)
-                pred = model.predict_noise(crops.to(dtype), tt, cond).float()
-            for k, (r, c) in enumerate(batch):
-                eps[:, :, r // f : r // f + lt, c // f : c // f + lt] += pred[k] * w_lat
-                weight[:, :, r // f : r // f + lt, c // f : c // f + lt] += w_lat
-            done += 1
-            report(progress, done / total, f"denoising step {i + 1}/{steps}")
-        latents = scheduler.step(eps / weight, t, latents).prev_sample
-
-    # Windowed decode, blended in pixel space with the same kind of weights.
-    height, width = class_map.shape
-    rgb = torch.zeros(3, height, width)
-    wsum = torch.zeros(1, height, width)
-    w_px = torch.from_numpy(blend_weights(tile, overlap))
-    for batch in batches:
-        crops = torch.cat([latents[:, :, r // f : r // f + lt, c // f : c // f + lt] for r, c in batch])
-        with torch.inference_mode():
-            images = model.decode_latents(crops.to(dtype)).float().cpu()
-        for k, (r, c) in enumerate(batch):
-            rgb[:, r : r + tile, c : c + tile] += images[k] * w_px
-            wsum[:, r : r + tile, c : c + tile] += w_px
-        done += 1
-        report(progress, done / total, "decoding")
-    out = (rgb / wsum).clamp(-1, 1).add(1).mul(0.5)
-    return out.permute(1, 2, 0).numpy()
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-
-
-def synthesize_map(
-    class_map: np.ndarray,
-    model: GeodiffModel | str | Path | None = None,
-    seed: int = 0,
-    steps: int = 20,
-    sampler: str = "dpm",
-    device: str = "auto",
-    batch_size: int = 8,
-    blend: bool = True,
-    origin: tuple[int, int] = (0, 0),
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Synthesize an (H, W, 3) uint8 image for an in-memory (H, W) class map (no georeferencing).
-
-    The map is padded by edge replication to whole windows; ``origin`` places it on the global noise lattice
-    (two calls with maps at the same origin and the same seed start from the same noise).
-    """
-    check_request(steps, sampler, batch_size, seed)
-    dev, dtype = resolve_device(device)
-    model = load_model(model, dev, dtype, get_settings())
-    tile, f = model.config.tile_size, model.latent_factor
-    overlap = window_overlap(tile, f, blend)
-    h, w = class_map.shape
-    layout = layout_for(origin[0], origin[1], h, w, tile, overlap)
-    top, left = origin[0] - layout.canvas_row, origin[1] - layout.canvas_col
-    canvas = np.pad(class_map, ((top, layout.height - h - top), (left, layout.width - w - left)), mode="edge")
-    noise = location_noise(
-        seed,
-        "local",
-        layout.canvas_row // f,
-        layout.canvas_col // f,
-        layout.height // f,
-        layout.width // f,
-        model.latent_channels,
-    )
-    rgb = denoise_canvas(
-        model, canvas, layout.rows, layout.cols, noise, steps, sampler, batch_size, overlap, progress
-    )
-    return _to_uint8(rgb[top : top + h, left : left + w])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the geographic job
-# ---------------------------------------------------------------------------------------------------------
-
-
-def synthesize(
-    bbox: BBox,
-    out_path: str | Path,
+def plan_synthesis(
+    bbox: BBox | str | tuple[float, float, float, float],
+    out_path: str | Path | None = None,
+    *,
+    mask_out: str | Path | None = None,
+    write_mask: bool = True,
     osm_path: str | Path | None = None,
     vector_path: str | Path | None = None,
     class_field: str = "class",
     model: GeodiffModel | str | Path | None = None,
     seed: int = 0,
-    steps: int = 20,
-    sampler: str = "dpm",
+    steps: int | None = None,
+    sampler: Sampler = "dpm",
+    guidance_scale: float | None = None,
     device: str = "auto",
     batch_size: int = 8,
     resolution: float | None = None,
     crs: str | None = None,
-    mask_out: str | Path | None = None,
     blend: bool = True,
-    dry_run: bool = False,
+    overwrite: bool = False,
+    estimate: bool = False,
     settings: Settings | None = None,
-    progress: ProgressCallback | None = None,
-    on_event: Any = None,
-) -> SynthResult | SynthPlan:
-    """Synthesize a georeferenced RGB GeoTIFF (and the paired semantic-map GeoTIFF) for ``bbox``.
+) -> SynthPlan:
+    """Plan a synthesis of ``bbox``: grid, windows, strips, outputs (nothing heavy is loaded or written).
 
-    Returns the :class:`SynthPlan` without doing the work when ``dry_run``. Both outputs are written atomically;
-    an error or interrupt leaves neither under its final name.
+    Parameters
+    ----------
+    bbox
+        The area: a :class:`~geodiff.grid.BBox` in any CRS, or ``"W,S,E,N"`` / a 4-tuple in lon/lat. Its CRS only
+        describes the area: the output grid is the local UTM zone (or ``crs``, which must be in metres).
+    out_path
+        The RGB GeoTIFF to write (``None`` for a plan that only describes the work).
+    mask_out, write_mask
+        Where the paired semantic map goes (default ``<out>.mask.tif``); ``write_mask=False`` writes none.
+    osm_path, vector_path, class_field
+        The map source (see :func:`geodiff.osm.load_features`); neither = Overpass.
+    model
+        A loaded :class:`~geodiff.model.GeodiffModel`, a model name (``geodiff models``), a folder or a hub id;
+        ``None`` = the default model.
+    seed, steps, sampler, guidance_scale
+        Sampling: same seed + place = same pixels; steps default to 20 (``dpm``) or 1000 (``ddpm``);
+        guidance defaults to the model's.
+    device, batch_size
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; windows per U-Net call.
+    resolution
+        Must equal the model's ground resolution (the model knows no other scale); default: the model's.
+    crs
+        Output CRS, projected in metres; default: the UTM zone of the bbox centre.
+    blend
+        Overlapping, blended windows (``False``: independent tiles, seams visible; for comparison).
+    overwrite
+        Allow replacing existing outputs (refused by default).
+    estimate
+        Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model).
+    settings
+        Default :func:`geodiff.settings.get_settings`.
+
+    Returns
+    -------
+    SynthPlan
+
+    Raises
+    ------
+    InvalidParameterError, InvalidBBoxError, AreaTooLargeError, ModelError
+        Before any data is read or any weights are loaded (the size check uses the model's config only).
     """
-    from geodiff.io import class_map_writer, rgb_writer
-    from geodiff.osm import load_features
+    from geodiff.io import check_output_paths
 
     settings = settings or get_settings()
-    check_request(steps, sampler, batch_size, seed)
-    dev, dtype = resolve_device(device)
-    if on_event is not None:
-        on_event(event="device", device=dev, dtype=str(dtype).removeprefix("torch."))
-    model_obj = load_model(model, dev, dtype, settings)
-    res = model_obj.config.resolution_m
+    box = parse_bbox(bbox)
+    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
+    dev = resolve_device(device)
+    ref = resolve_model(model, settings)
+    cfg = ref.config
+    res = cfg.resolution_m
     if resolution is not None and not math.isclose(resolution, res, rel_tol=1e-6):
         raise ModelError(
             f"the model was trained at {res:g} m/px; at --resolution {resolution:g} it would see buildings and "
             f"roads at a scale it never learned: leave --resolution out (uses {res:g}) or use a model trained "
             f"at {resolution:g} m/px"
         )
-    grid = grid_for_bbox(bbox, res, crs=crs, max_pixels=settings.max_pixels)
-    plan = make_plan(
+    try:
+        grid = grid_for_bbox(box, res, crs=crs, max_pixels=settings.max_pixels)
+    except AreaTooLargeError as exc:  # the resolution is fixed by the model: only a smaller area helps
+        raise AreaTooLargeError(
+            str(exc).split(": use a smaller bbox")[0]
+            + f" at the model's fixed {res:g} m/px: split the area into smaller bboxes, or raise GEODIFF_MAX_PIXELS"
+        ) from exc
+    layout, strips = make_layout(grid, cfg.tile_size, cfg.latent_factor, blend, settings.max_strip_pixels)
+    out = Path(out_path) if out_path is not None else None
+    mask = None
+    if out is not None and write_mask:
+        mask = Path(mask_out) if mask_out is not None else default_mask_path(out)
+    check_output_paths([out, mask], overwrite)
+    guidance = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
+    plan = SynthPlan(
+        box,
         grid,
-        model_obj.config.tile_size,
-        model_obj.latent_factor,
+        layout,
+        strips,
+        ref,
+        seed,
         steps,
         sampler,
+        guidance,
         dev,
         batch_size,
         blend,
-        settings.max_strip_pixels,
+        MapSource(
+            Path(osm_path) if osm_path is not None else None,
+            Path(vector_path) if vector_path is not None else None,
+            class_field,
+        ),
+        out,
+        mask,
+        overwrite,
     )
-    if dry_run:
-        plan.seconds_estimate = estimate_seconds(model_obj, plan)
-        return plan
-
-    started = time.monotonic()
-    report(progress, 0.0, "loading map features")
-    # Features for the whole canvas (not only the bbox) so windows past the bbox edge see the real map.
-    grid_row, grid_col = _global_origin(grid)
-    canvas_grid = grid.window(
-        plan.layout.canvas_row - grid_row,
-        plan.layout.canvas_col - grid_col,
-        plan.layout.height,
-        plan.layout.width,
-    )
-    canvas_bbox = BBox(*canvas_grid.bounds, crs=grid.crs)
-    features = load_features(
-        canvas_bbox, osm_path=osm_path, vector_path=vector_path, class_field=class_field, settings=settings
-    )
-    out_path = Path(out_path)
-    mask_path = Path(mask_out) if mask_out is not None else out_path.with_name(out_path.stem + ".mask.tif")
-    tags = {
-        "MODEL": str(getattr(model_obj, "name_or_path", model) or settings.model_dir),
-        "SEED": seed,
-        "STEPS": steps,
-        "SAMPLER": sampler,
-        "BLEND": blend,
-        "DEVICE": dev,
-        "GEODIFF_VERSION": __version__,
-        "BBOX": str(bbox),
-        "SOURCE": str(osm_path or vector_path or "overpass"),
-    }
-    with class_map_writer(mask_path, grid, tags) as mask_dst, rgb_writer(out_path, grid, tags) as rgb_dst:
-        _run_strips(model_obj, plan, canvas_grid, features, seed, rgb_dst, mask_dst, progress)
-    report(progress, 1.0, "done")
-    return SynthResult(
-        out_path, mask_path, grid, time.monotonic() - started, plan, {k: str(v) for k, v in tags.items()}
-    )
+    if estimate:
+        plan.seconds_estimate = estimate_seconds(ref.load(dev), plan)
+    return plan
 
 
-def _run_strips(model, plan, canvas_grid, features, seed, rgb_dst, mask_dst, progress):
-    """Denoise strip by strip, cross-fade shared window rows, write finished rows to the outputs."""
+# ---------------------------------------------------------------------------------------------------------
+# running a plan
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def _pipeline(model: GeodiffModel, sampler: str):
+    from geodiff.pipeline import GeodiffPipeline
+
+    return GeodiffPipeline(model, model.make_scheduler(sampler))
+
+
+def _canvas_generator(seed: int, key: str, row: int, col: int) -> torch.Generator:
+    """The per-step noise of ancestral samplers (ddpm), seeded by seed and the canvas's place."""
+    import torch
+
+    from geodiff.noise import block_seed
+
+    return torch.Generator().manual_seed(block_seed(seed, key + "|steps", row, col))
+
+
+def denoise_canvas(
+    model: GeodiffModel,
+    class_map: np.ndarray,
+    noise: torch.Tensor,
+    steps: int,
+    sampler: str,
+    batch_size: int,
+    overlap: int,
+    guidance_scale: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Denoise one canvas (covered exactly by windows) and decode it: (H, W, 3) float32 RGB in [0, 1]."""
+    out = _pipeline(model, sampler)(
+        class_map,
+        num_inference_steps=steps,
+        latents=noise.unsqueeze(0),
+        guidance_scale=guidance_scale,
+        overlap=overlap,
+        batch_size=batch_size,
+        generator=generator,
+        output_type="pt",
+        progress=progress,
+    )
+    return out.images[0].add(1).mul(0.5).permute(1, 2, 0).numpy()
+
+
+def synthesize_map(
+    class_map: np.ndarray,
+    model: GeodiffModel | str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    sampler: Sampler = "dpm",
+    guidance_scale: float | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    blend: bool = True,
+    origin: tuple[int, int] = (0, 0),
+    place: str = "local",
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Synthesize an (H, W, 3) uint8 image for an in-memory (H, W) class map (no georeferencing).
+
+    The map is padded by edge replication to whole windows. ``origin`` (global pixel row, col) and ``place``
+    (the noise key, e.g. ``"EPSG:32632"``) put it on the world's noise lattice: two calls with maps at the same
+    place and origin and the same seed start from the same noise.
+    """
+    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
+    model_obj = resolve_model(model).load(resolve_device(device))
+    tile, f = model_obj.config.tile_size, model_obj.latent_factor
+    overlap = window_overlap(tile, f, blend)
+    h, w = class_map.shape
+    layout = layout_for(origin[0], origin[1], h, w, tile, overlap)
+    top, left = origin[0] - layout.canvas_row, origin[1] - layout.canvas_col
+    canvas = np.pad(class_map, ((top, layout.height - h - top), (left, layout.width - w - left)), mode="edge")
+    lat_r, lat_c = layout.canvas_row // f, layout.canvas_col // f
+    noise = location_noise(
+        seed, place, lat_r, lat_c, layout.height // f, layout.width // f, model_obj.latent_channels
+    )
+    rgb = denoise_canvas(
+        model_obj,
+        canvas,
+        noise,
+        steps,
+        sampler,
+        batch_size,
+        overlap,
+        guidance_scale,
+        _canvas_generator(seed, place, lat_r, lat_c),
+        progress,
+    )
+    return _to_uint8(rgb[top : top + h, left : left + w])
+
+
+RowSink = Callable[[np.ndarray, np.ndarray, int], None]
+"""``sink(rgb_rows (h, W, 3) uint8, class_rows (h, W) uint8, first_row)``: receives finished bbox-grid rows."""
+
+
+def run_plan(
+    plan: SynthPlan,
+    model: GeodiffModel,
+    sink: RowSink,
+    features: gpd.GeoDataFrame | None = None,
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Denoise ``plan`` strip by strip, cross-fade shared window rows, hand finished rows to ``sink``.
+
+    ``features`` (a FeatureSet covering the canvas) are loaded from the plan's source when not given.
+    """
     from geodiff.rasterize import rasterize_features
 
-    lay = plan.layout
+    settings = settings or get_settings()
+    lay, grid = plan.layout, plan.grid
     tile, f = lay.tile, model.latent_factor
-    grid = plan.grid
-    g_row, g_col = _global_origin(grid)
+    canvas_grid = plan.canvas_grid()
+    if features is None:
+        report(progress, 0.0, "loading map features")
+        # features for the whole canvas (not only the bbox) so windows past the bbox edge see the real map
+        features = plan.source.load(BBox(*canvas_grid.bounds, crs=grid.crs), settings)
+    g_row, g_col = global_origin(grid)
     off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # bbox grid inside the canvas
+    key = place_key(grid.crs)
     pending: np.ndarray | None = None  # cross-fade band carried from the previous strip
     n = len(plan.strips)
     for s, (first, stop) in enumerate(plan.strips):
         top = lay.rows[first]
         height = lay.rows[stop - 1] + tile - top
-        strip_grid = canvas_grid.window(top, 0, height, lay.width)
-        class_map = rasterize_features(features, strip_grid)
+        class_map = rasterize_features(features, canvas_grid.window(top, 0, height, lay.width))
+        lat_r, lat_c = (lay.canvas_row + top) // f, lay.canvas_col // f
         noise = location_noise(
-            seed,
-            _crs_key(grid),
-            (lay.canvas_row + top) // f,
-            lay.canvas_col // f,
-            height // f,
-            lay.width // f,
-            model.latent_channels,
+            plan.seed, key, lat_r, lat_c, height // f, lay.width // f, model.latent_channels
         )
         sub = None if progress is None else (lambda fr, msg, s=s: progress((s + fr) / n, msg))
         rgb = denoise_canvas(
             model,
             class_map,
-            [r - top for r in lay.rows[first:stop]],
-            lay.cols,
             noise,
             plan.steps,
             plan.sampler,
             plan.batch_size,
             lay.overlap,
+            plan.guidance_scale,
+            _canvas_generator(plan.seed, key, lat_r, lat_c),
             sub,
         )
         if pending is not None:
@@ -448,22 +502,128 @@ def _run_strips(model, plan, canvas_grid, features, seed, rgb_dst, mask_dst, pro
         keep = height if s == n - 1 else lay.rows[stop - 1] - top  # last row band goes to the next strip
         if s < n - 1:
             pending = rgb[keep:].copy()
-        _write_rows(rgb_dst, mask_dst, _to_uint8(rgb[:keep]), class_map[:keep], top, off_r, off_c, grid)
+        # clip the finished canvas rows [top, top + keep) to the bbox grid
+        r0, r1 = max(top, off_r), min(top + keep, off_r + grid.height)
+        if r1 > r0:
+            rows, cols = slice(r0 - top, r1 - top), slice(off_c, off_c + grid.width)
+            sink(_to_uint8(rgb[rows, cols]), class_map[rows, cols], r0 - off_r)
 
 
-def _write_rows(rgb_dst, mask_dst, rgb_u8, class_map, canvas_top, off_r, off_c, grid) -> None:
-    """Write canvas rows [canvas_top, canvas_top + len) clipped to the bbox grid."""
-    from rasterio.windows import Window
+def render(
+    plan: SynthPlan,
+    model: GeodiffModel | None = None,
+    features: gpd.GeoDataFrame | None = None,
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``plan`` in memory: ``(rgb (H, W, 3) uint8, class map (H, W) uint8)`` on the plan's grid.
 
-    r0 = max(canvas_top, off_r)
-    r1 = min(canvas_top + rgb_u8.shape[0], off_r + grid.height)
-    if r1 <= r0:
-        return
-    rows = slice(r0 - canvas_top, r1 - canvas_top)
-    cols = slice(off_c, off_c + grid.width)
-    window = Window(0, r0 - off_r, grid.width, r1 - r0)
-    rgb_dst.write(np.moveaxis(rgb_u8[rows, cols], -1, 0), window=window)
-    mask_dst.write(class_map[rows, cols][None], window=window)
+    The same pixels :func:`synthesize` writes for the plan (for small areas: augmentation tiles, previews).
+    """
+    model = model if model is not None else plan.model.load(plan.device)
+    rgb = np.zeros((*plan.grid.shape, 3), np.uint8)
+    cmap = np.zeros(plan.grid.shape, np.uint8)
+
+    def sink(rgb_rows: np.ndarray, class_rows: np.ndarray, row: int) -> None:
+        rgb[row : row + len(rgb_rows)] = rgb_rows
+        cmap[row : row + len(class_rows)] = class_rows
+
+    run_plan(plan, model, sink, features, settings, progress)
+    return rgb, cmap
+
+
+def provenance(plan: SynthPlan) -> dict[str, str]:
+    """The GeoTIFF tags of a run's outputs (model, seed, sampler, source...)."""
+    tags: dict[str, object] = {
+        "MODEL": plan.model.name,
+        "SEED": plan.seed,
+        "STEPS": plan.steps,
+        "SAMPLER": plan.sampler,
+        "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
+        "BLEND": plan.blend,
+        "DEVICE": plan.device,
+        "GEODIFF_VERSION": __version__,
+        "BBOX": str(plan.bbox),
+        "SOURCE": str(plan.source),
+    }
+    return {k: str(v) for k, v in tags.items()}
+
+
+def synthesize(
+    plan_or_bbox: SynthPlan | BBox | str | tuple[float, float, float, float],
+    out_path: str | Path | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+    on_event: Callable[..., None] | None = None,
+    **options: Any,
+) -> SynthResult:
+    """Synthesize a georeferenced RGB GeoTIFF (and the paired semantic-map GeoTIFF) for an area.
+
+    Parameters
+    ----------
+    plan_or_bbox
+        A :class:`SynthPlan` from :func:`plan_synthesis`, or a bbox: then ``out_path`` and ``options`` are
+        :func:`plan_synthesis`'s arguments.
+    settings, progress
+        Settings (default :func:`geodiff.settings.get_settings`) and a ``progress(fraction, message)`` callback.
+    on_event
+        Called with keyword fields for notable events (``event="device"``).
+
+    Returns
+    -------
+    SynthResult
+
+    Notes
+    -----
+    Both outputs are written to temporary files and renamed only when complete; an error or interrupt leaves
+    neither under its final name, and an existing file is replaced only with ``overwrite=True``.
+    """
+    from geodiff.io import class_map_writer, rgb_writer
+
+    settings = settings or get_settings()
+    if isinstance(plan_or_bbox, SynthPlan):
+        if out_path is not None or options:
+            raise InvalidParameterError("give either a SynthPlan or a bbox with options, not both")
+        plan = plan_or_bbox
+    else:
+        plan = plan_synthesis(plan_or_bbox, out_path, settings=settings, **options)
+    if plan.out_path is None:
+        raise InvalidParameterError("the plan has no output path: plan_synthesis(bbox, out_path, ...)")
+    started = time.monotonic()
+    model = plan.model.load(plan.device)
+    if on_event is not None:
+        on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
+    tags = provenance(plan)
+    report(progress, 0.0, "loading map features")
+    features = plan.source.load(BBox(*plan.canvas_grid().bounds, crs=plan.grid.crs), settings)
+    grid = plan.grid
+    with rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite) as rgb_dst:
+        mask_cm = (
+            class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite)
+            if plan.mask_path is not None
+            else _NullWriter()
+        )
+        with mask_cm as mask_dst:
+            from rasterio.windows import Window
+
+            def sink(rgb_rows: np.ndarray, class_rows: np.ndarray, row: int) -> None:
+                window = Window(0, row, grid.width, len(rgb_rows))
+                rgb_dst.write(np.moveaxis(rgb_rows, -1, 0), window=window)
+                if mask_dst is not None:
+                    mask_dst.write(class_rows[None], window=window)
+
+            run_plan(plan, model, sink, features, settings, progress)
+    report(progress, 1.0, "done")
+    return SynthResult(plan.out_path, plan.mask_path, grid, time.monotonic() - started, plan, tags)
+
+
+class _NullWriter:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
@@ -474,6 +634,7 @@ def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
     b = min(plan.batch_size, plan.windows)
     maps = torch.zeros(b, tile, tile, dtype=torch.long, device=model.device)
     lat = torch.randn(b, model.latent_channels, tile // f, tile // f, device=model.device, dtype=model.dtype)
+    guided = 2 if plan.guidance_scale > 1 else 1
     with torch.inference_mode():
         cond = model.condition(maps)
         t = torch.full((b,), 500, device=model.device, dtype=torch.long)
@@ -488,7 +649,7 @@ def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
         _sync(model.device)
         t_dec = time.perf_counter() - t0
     batches = math.ceil(plan.windows / b)
-    return batches * (plan.steps * t_step + t_dec)
+    return batches * (plan.steps * t_step * guided + t_dec)
 
 
 def _sync(device: Any) -> None:

@@ -35,14 +35,14 @@ def window_origins(start: int, stop: int, tile: int, stride: int) -> list[int]:
     return origins
 
 
-def blend_weights(size: int, overlap: int) -> np.ndarray:
-    """(size, size) float32 weights: 1 in the core, a cosine ramp over ``overlap`` pixels at each edge.
+def edge_ramp(size: int, overlap: int) -> np.ndarray:
+    """(size,) float64 weights along one window axis: 1 in the core, a cosine ramp over ``overlap`` px at each end.
 
     The ramp never reaches 0 (min ~1/overlap), so every pixel of the canvas has positive total weight, and
     within an overlap band the two windows' ramps sum to a smooth, nearly constant profile.
     """
     if overlap <= 0:
-        return np.ones((size, size), dtype=np.float32)
+        return np.ones(size, dtype=np.float64)
     if overlap * 2 > size:
         raise InvalidParameterError(f"overlap {overlap} must be at most half the window size {size}")
     ramp = np.ones(size, dtype=np.float64)
@@ -50,6 +50,12 @@ def blend_weights(size: int, overlap: int) -> np.ndarray:
     edge = 0.5 - 0.5 * np.cos(np.pi * x)
     ramp[:overlap] = edge
     ramp[-overlap:] = edge[::-1]
+    return ramp
+
+
+def blend_weights(size: int, overlap: int) -> np.ndarray:
+    """(size, size) float32 weights of a square window: the outer product of two :func:`edge_ramp`."""
+    ramp = edge_ramp(size, overlap)
     return np.outer(ramp, ramp).astype(np.float32)
 
 

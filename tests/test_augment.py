@@ -69,32 +69,61 @@ def test_augment_writes_layout_and_manifests(tmp_path: Path, model, fmt: str) ->
 
 
 def test_augment_leaves_nothing_when_interrupted(tmp_path: Path, model) -> None:
-    from geodiff.synth import synthesize_map
+    samples = []
 
-    calls = []
-
-    def failing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
-        return synthesize_map(*args, **kwargs)
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("sample"):
+            samples.append(message)
+            if len(samples) == 3:
+                raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
 
     out = tmp_path / "aug"
     with pytest.raises(KeyboardInterrupt):
-        _gen(out, model, synth_fn=failing)
-    assert len(calls) == 3
+        _gen(out, model, progress=progress)
+    assert len(samples) == 3
     assert list(tmp_path.iterdir()) == []  # no final folder, no temporary folder
 
 
-def test_augment_refuses_existing_output_and_overwrites(tmp_path: Path, model) -> None:
+def test_augment_overwrite_replaces_only_what_geodiff_wrote(tmp_path: Path, model) -> None:
     out = tmp_path / "aug"
     out.mkdir()
     (out / "old.txt").write_text("x")
     with pytest.raises(InvalidParameterError, match="already exists"):
         _gen(out, model)
-    _gen(out, model, overwrite=True, n_windows=1, seeds_per_window=1)
-    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+    # a folder that is not a geodiff dataset is never replaced, not even with --overwrite
+    with pytest.raises(InvalidParameterError, match="not a dataset written by geodiff"):
+        _gen(out, model, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    (out / "old.txt").unlink()
+    _gen(out, model, n_windows=2, seeds_per_window=1)  # an empty folder may be used
+    first = json.loads((out / "manifest.json").read_text())
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "extra.png").write_bytes(b"also mine")
+    _gen(out, model, overwrite=True, n_windows=1, seeds_per_window=1, seed=9)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_samples"] == 1 and first["n_samples"] == 2
+    assert (out / "notes.txt").read_text() == "mine" and (out / "images" / "extra.png").exists()
+    kept = sorted(p.name for p in (out / "images").iterdir())
+    assert kept == sorted(["extra.png", Path(manifest["samples"][0]["image"]).name])  # old samples removed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aug"]
+
+
+def test_augment_tile_equals_synth_pixels_there(tmp_path: Path, model) -> None:
+    from geodiff.io import read_raster
+    from geodiff.synth import synthesize
+
+    box = parse_bbox("7.4205,43.7305,7.4221,43.7318")
+    res = generate_dataset(
+        tmp_path / "aug", windows=[box], model=model, osm_path=TOWN, steps=2, device="cpu", seed=4
+    )
+    rec = json.loads(res.manifest_json.read_text())["samples"][0]
+    tile, tile_grid, _ = read_raster(res.out_dir / rec["image"])
+    mask, _, _ = read_raster(res.out_dir / rec["mask"])
+    run = synthesize(box, tmp_path / "s.tif", osm_path=TOWN, model=model, steps=2, device="cpu", seed=4)
+    image, grid, _ = read_raster(run.image_path)
+    assert tile_grid == grid
+    np.testing.assert_array_equal(tile, image)
+    np.testing.assert_array_equal(mask, read_raster(run.mask_path)[0])
 
 
 def test_augment_from_windows_file(tmp_path: Path, model) -> None:

@@ -92,8 +92,34 @@ def test_projected_bbox_and_explicit_crs():
     box = BBox(500000, 4800000, 500100, 4800050, crs=CRS.from_epsg(32632))
     g = grid_for_bbox(box, 1.0)
     assert (g.width, g.height) == (100, 50) and g.crs.to_epsg() == 32632
-    g3857 = grid_for_bbox(parse_bbox(MONACO), 1.0, crs="EPSG:3857")
-    assert g3857.crs.to_epsg() == 3857
+    g2 = grid_for_bbox(parse_bbox(MONACO), 1.0, crs="EPSG:32631")  # a neighbouring UTM zone on request
+    assert g2.crs.to_epsg() == 32631
+
+
+def test_bbox_crs_only_describes_the_area():
+    """A Web Mercator bbox (a QGIS canvas over OSM tiles) gets the local UTM grid, as the same area in lon/lat."""
+    lonlat = parse_bbox(MONACO)
+    t = Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, y0 = t.transform(lonlat.west, lonlat.south)
+    x1, y1 = t.transform(lonlat.east, lonlat.north)
+    merc = BBox(x0, y0, x1, y1, crs=CRS.from_epsg(3857))
+    g_merc, g_ll = grid_for_bbox(merc, 1.0), grid_for_bbox(lonlat, 1.0)
+    assert g_merc.crs.to_epsg() == g_ll.crs.to_epsg() == 32632
+    assert abs(g_merc.width - g_ll.width) <= 1 and abs(g_merc.height - g_ll.height) <= 1
+
+
+@pytest.mark.parametrize(
+    ("crs", "fragment"),
+    [("EPSG:3857", "Web Mercator"), ("EPSG:2227", "not metres"), ("EPSG:4326", "geographic")],
+)
+def test_output_crs_must_be_metric(crs, fragment):
+    with pytest.raises(InvalidParameterError, match=fragment):
+        grid_for_bbox(parse_bbox(MONACO), 1.0, crs=crs)
+
+
+def test_antimeridian_bbox_says_split():
+    with pytest.raises(InvalidBBoxError, match="antimeridian"):
+        parse_bbox("179.9,-17,-179.9,-16")
 
 
 def test_geographic_output_crs_is_refused():

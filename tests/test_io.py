@@ -42,7 +42,7 @@ def test_rgb_accepts_both_layouts(tmp_path, grid):
 def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path, grid):
     target = tmp_path / "out.tif"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(target, overwrite=True) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("boom")
     assert target.read_bytes() == b"old"

@@ -171,7 +171,7 @@ def test_window_size_checked() -> None:
 
 def test_shipped_default_model() -> None:
     if not (DEFAULT_MODEL_DIR / "config.json").exists():
-        pytest.skip("no shipped model in models/geodiff-default")
+        pytest.skip(f"no shipped model in {DEFAULT_MODEL_DIR}")
     model = GeodiffModel.from_pretrained(DEFAULT_MODEL_DIR)
     assert model.config.resolution_m == DEFAULT_RESOLUTION_M
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())

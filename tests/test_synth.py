@@ -15,7 +15,7 @@ from geodiff.evaluate.seams import seam_ratio
 from geodiff.grid import BBox, grid_for_bbox, parse_bbox
 from geodiff.io import read_raster
 from geodiff.rasterize import rasterize_bbox
-from geodiff.synth import synthesize, synthesize_map
+from geodiff.synth import plan_synthesis, synthesize, synthesize_map
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import make_tiny_model  # noqa: E402
@@ -118,10 +118,45 @@ def test_strips_keep_memory_bounded_and_match_layout(tiny_model, tmp_path):
 
 
 def test_dry_run_writes_nothing(tiny_model, tmp_path):
-    plan = synthesize(TOWN_BBOX, tmp_path / "x.tif", osm_path=TOWN, model=tiny_model, dry_run=True, **FAST)
+    plan = plan_synthesis(
+        TOWN_BBOX, tmp_path / "x.tif", osm_path=TOWN, model=tiny_model, estimate=True, **FAST
+    )
     text = plan.describe()
     assert "windows" in text and "estimated time" in text and plan.windows >= 4
+    assert plan.mask_path == tmp_path / "x.mask.tif" and plan.steps == 3
     assert list(tmp_path.iterdir()) == []
+    # the plan runs as planned
+    res = synthesize(plan)
+    assert res.plan is plan and res.image_path.exists() and res.mask_path.exists()
+
+
+def test_library_defaults_and_refusals(tiny_model, tmp_path):
+    plan = plan_synthesis(TOWN_BBOX, tmp_path / "x.tif", osm_path=TOWN, model=tiny_model, sampler="ddpm")
+    assert plan.steps == 1000  # the library, not the CLI, knows the reference sampler's default
+    (tmp_path / "x.tif").write_bytes(b"precious")
+    with pytest.raises(InvalidParameterError, match="already exists"):
+        synthesize(TOWN_BBOX, tmp_path / "x.tif", osm_path=TOWN, model=tiny_model, **FAST)
+    assert (tmp_path / "x.tif").read_bytes() == b"precious"
+    with pytest.raises(InvalidParameterError, match="two outputs"):
+        plan_synthesis(TOWN_BBOX, tmp_path / "y.tif", mask_out=tmp_path / "y.tif", model=tiny_model)
+    res = synthesize(TOWN_BBOX, tmp_path / "n.tif", osm_path=TOWN, model=tiny_model, write_mask=False, **FAST)
+    assert res.mask_path is None and not (tmp_path / "n.mask.tif").exists()
+
+
+def test_strips_match_a_single_strip_run(tiny_model, tmp_path):
+    from geodiff.settings import get_settings
+
+    one = synthesize(TOWN_BBOX, tmp_path / "one.tif", osm_path=TOWN, model=tiny_model, seed=2, **FAST)
+    many = synthesize(
+        TOWN_BBOX, tmp_path / "many.tif", osm_path=TOWN, model=tiny_model, seed=2,
+        settings=get_settings(max_strip_pixels=20_000), **FAST,
+    )  # fmt: skip
+    assert len(one.plan.strips) == 1 and len(many.plan.strips) > 2
+    a, b = (read_raster(r.image_path)[0].astype(int) for r in (one, many))
+    other = synthesize(TOWN_BBOX, tmp_path / "o.tif", osm_path=TOWN, model=tiny_model, seed=3, **FAST)
+    c = read_raster(other.image_path)[0].astype(int)
+    # strips only see their own rows, so they differ near strip edges; far less than another seed does
+    assert np.abs(a - b).mean() < 0.2 * np.abs(a - c).mean()
 
 
 @pytest.mark.parametrize(

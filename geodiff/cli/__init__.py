@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Measure a model: map fidelity, distribution distance, seams.",
     ),
     "augment": ("geodiff.cli.augment", "augment", "Generate a paired synthetic image + mask dataset."),
+    "models": ("geodiff.cli.models", "models", "List installed models (resolution, classes, metrics)."),
 }
 
 

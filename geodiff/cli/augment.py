@@ -8,7 +8,9 @@ import click
 
 from geodiff.cli.options import (
     close_progress,
+    device_option,
     make_progress,
+    model_option,
     overwrite_option,
     progress_option,
     source_options,
@@ -38,21 +40,36 @@ from geodiff.cli.options import (
 @source_options
 @click.option("--seeds-per-window", type=int, default=1, show_default=True, help="Samples per window.")
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="First seed (also picks random windows)."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First seed (also picks random windows).",
 )
 @click.option(
     "--min-labeled",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=0.0,
     show_default=True,
-    help="Random windows: minimum fraction of non-background map pixels.",
+    help="Random windows: minimum fraction of non-background map pixels (0..1).",
 )
 @click.option("--format", "fmt", type=click.Choice(["tif", "png"]), default="tif", show_default=True)
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, help="Model folder.")
-@click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
+@model_option
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Denoising steps. Default: 20 (dpm), 1000 (ddpm).",
+)
 @click.option("--sampler", type=click.Choice(["dpm", "ddpm"]), default="dpm", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per U-Net call.")
+@click.option(
+    "--guidance-scale", type=click.FloatRange(min=1.0), default=None, metavar="S",
+    help="Classifier-free guidance (1 = off). Default: the model's.",
+)  # fmt: skip
+@device_option
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per U-Net call."
+)
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Dataset folder to create."
 )
@@ -71,9 +88,10 @@ def augment(
     seed: int,
     min_labeled: float,
     fmt: str,
-    model_dir: Path | None,
-    steps: int,
+    model: str | None,
+    steps: int | None,
     sampler: str,
+    guidance_scale: float | None,
     device: str,
     batch_size: int,
     out_dir: Path,
@@ -93,7 +111,7 @@ def augment(
 
     if (windows_path is None) == (area is None):
         raise InvalidParameterError("give exactly one of --windows FILE or --area W,S,E,N (with --n-windows)")
-    for p, name in ((osm_path, "--osm"), (vector_path, "--vector"), (model_dir, "--model")):
+    for p, name in ((osm_path, "--osm"), (vector_path, "--vector")):
         if p is not None and not p.exists():
             raise InputNotFoundError(f"{name} {p} does not exist")
     windows = read_windows(windows_path, bbox_crs) if windows_path is not None else None
@@ -107,16 +125,17 @@ def augment(
             n_windows=n_windows,
             seeds_per_window=seeds_per_window,
             seed=seed,
-            model=model_dir,
+            model=model,
             osm_path=osm_path,
             vector_path=vector_path,
             class_field=class_field,
             crs=crs,
             steps=steps,
-            sampler=sampler,
+            sampler=sampler,  # type: ignore[arg-type]
+            guidance_scale=guidance_scale,
             device=device,
             batch_size=batch_size,
-            fmt=fmt,
+            fmt=fmt,  # type: ignore[arg-type]
             min_labeled=min_labeled,
             overwrite=overwrite,
             progress=progress,

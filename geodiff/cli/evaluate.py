@@ -6,11 +6,18 @@ from pathlib import Path
 
 import click
 
-from geodiff.cli.options import close_progress, make_progress, overwrite_option, progress_option
+from geodiff.cli.options import (
+    close_progress,
+    device_option,
+    make_progress,
+    model_option,
+    overwrite_option,
+    progress_option,
+)
 
 
 @click.command(
-    epilog="Example: geodiff evaluate --data datasets/dubai --model models/geodiff-default --out reports/default"
+    epilog="Example: geodiff evaluate --data datasets/dubai --model geodiff-default --out reports/default"
 )
 @click.option(
     "--data",
@@ -20,13 +27,7 @@ from geodiff.cli.options import close_progress, make_progress, overwrite_option,
     help="Real (image, mask) pairs: a `geodiff dataset` folder, or images/*.png + masks/*.png (class ids), "
     "optionally under train/ and test/.",
 )
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Model folder (save_pretrained). Default: the shipped model.",
-)
+@model_option
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder to write."
 )
@@ -52,7 +53,11 @@ from geodiff.cli.options import close_progress, make_progress, overwrite_option,
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the first tile (tile i uses seed+i)."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--guidance-scale", type=click.FloatRange(min=1.0), default=None, metavar="S",
+    help="Classifier-free guidance (1 = off). Default: the model's.",
+)  # fmt: skip
+@device_option
 @click.option(
     "--seam-size",
     type=int,
@@ -70,7 +75,7 @@ from geodiff.cli.options import close_progress, make_progress, overwrite_option,
 @overwrite_option
 def evaluate(
     data: Path,
-    model_dir: Path | None,
+    model: str | None,
     mask_colors: str | None,
     out_dir: Path,
     seg_net: Path | None,
@@ -78,6 +83,7 @@ def evaluate(
     steps: int,
     limit: int,
     seed: int,
+    guidance_scale: float | None,
     device: str,
     seam_size: int,
     inception_weights: Path | None,
@@ -97,8 +103,6 @@ def evaluate(
 
     if not data.exists():
         raise InputNotFoundError(f"--data {data} does not exist")
-    if model_dir is not None and not model_dir.exists():
-        raise InputNotFoundError(f"--model {model_dir} does not exist")
     if seg_net is not None and not seg_net.exists():
         raise InputNotFoundError(f"--seg-net {seg_net} does not exist: leave it out to train one")
     if (out_dir / "report.json").exists() and not overwrite:
@@ -111,7 +115,7 @@ def evaluate(
     try:
         rep = evaluate_model(
             data,
-            model_dir,
+            model,
             out_dir,
             seg_net=seg_net,
             steps=steps,
@@ -122,6 +126,7 @@ def evaluate(
             seam_size=seam_size,
             inception_weights=inception_weights,
             colors=mask_colors,
+            guidance_scale=guidance_scale,
             progress=progress,
         )
     finally:

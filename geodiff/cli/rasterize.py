@@ -8,9 +8,9 @@ import click
 
 from geodiff.cli.options import (
     bbox_options,
-    check_outputs,
     close_progress,
     make_progress,
+    output_path,
     overwrite_option,
     progress_option,
     source_options,
@@ -30,25 +30,15 @@ from geodiff.cli.options import (
     metavar="M",
     help="Ground resolution in metres per pixel. Default: the shipped model's training resolution.",
 )
-@click.option(
-    "--out",
-    "out_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output GeoTIFF: one band of class ids with a colour table.",
+@output_path(
+    "--out", "Output GeoTIFF: one band of class ids with a colour table.", required=True, param="out_path"
 )
-@click.option(
-    "--preview",
-    "preview_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write a colour PNG preview here.",
-)
+@output_path("--preview", "Also write a colour PNG preview here.", param="preview_path")
 @click.option("--allow-empty", is_flag=True, help="Write an all-background map when no features are found.")
 @progress_option
 @overwrite_option
 def rasterize(
-    bbox: str,
+    bbox,
     bbox_crs: str,
     crs: str | None,
     osm_path: Path | None,
@@ -70,32 +60,23 @@ def rasterize(
     class attribute), or, with neither, the Overpass API (needs internet; responses are cached).
     """
     from geodiff.classes import CLASS_NAMES
-    from geodiff.grid import parse_bbox
-    from geodiff.io import write_class_map, write_class_preview
-    from geodiff.rasterize import rasterize_bbox
+    from geodiff.rasterize import rasterize_to_file
 
-    box = parse_bbox(bbox, crs=bbox_crs)
-    check_outputs([out_path, preview_path], overwrite)
     progress = make_progress(progress_mode, "rasterize")
     try:
-        class_map, grid = rasterize_bbox(
-            box,
+        class_map, grid = rasterize_to_file(
+            bbox,
+            out_path,
+            preview=preview_path,
             resolution=resolution,
             crs=crs,
             osm_path=osm_path,
             vector_path=vector_path,
             class_field=class_field,
             allow_empty=allow_empty,
+            overwrite=overwrite,
             progress=progress,
         )
-        write_class_map(
-            out_path,
-            class_map,
-            grid,
-            tags={"BBOX": str(box), "SOURCE": str(osm_path or vector_path or "overpass")},
-        )
-        if preview_path is not None:
-            write_class_preview(preview_path, class_map)
     finally:
         close_progress(progress)
     counts = ", ".join(f"{name} {100 * (class_map == i).mean():.1f}%" for i, name in enumerate(CLASS_NAMES))

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from geodiff.cli.options import (
     bbox_options,
-    check_outputs,
     close_progress,
+    device_option,
+    echo_event,
     make_progress,
+    model_option,
+    output_path,
     overwrite_option,
     progress_option,
+    sampling_options,
     source_options,
 )
 from geodiff.errors import InvalidParameterError
@@ -31,33 +36,12 @@ from geodiff.errors import InvalidParameterError
 )
 @bbox_options(required=False)
 @source_options
-@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="Output RGB GeoTIFF.")
-@click.option(
-    "--mask-out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where to write the paired semantic map. Default: <out>.mask.tif beside --out.",
-)
-@click.option(
-    "--model",
-    "model_dir",
-    default=None,
-    metavar="DIR|HUB_ID",
-    help="Model folder (or hub id when online). Default: the shipped model.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed; same seed + area = same image."
-)
-@click.option("--steps", type=int, default=None, help="Denoising steps. Default: 20 (dpm), 1000 (ddpm).")
-@click.option(
-    "--sampler",
-    type=click.Choice(["dpm", "ddpm"]),
-    default="dpm",
-    show_default=True,
-    help="dpm = DPM-Solver++ 2M (fast); ddpm = 1000-step ancestral reference sampler.",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per U-Net call.")
+@output_path("--out", "Output RGB GeoTIFF.", required=True, param="out_path")
+@output_path("--mask-out", "Where to write the paired semantic map. Default: <out>.mask.tif beside --out.")
+@click.option("--no-mask", is_flag=True, help="Do not write the semantic map.")
+@model_option
+@sampling_options()
+@device_option
 @click.option(
     "--resolution",
     type=float,
@@ -73,7 +57,7 @@ from geodiff.errors import InvalidParameterError
 @overwrite_option
 def synth(
     sample: bool,
-    bbox: str | None,
+    bbox,
     bbox_crs: str,
     crs: str | None,
     osm_path: Path | None,
@@ -81,12 +65,14 @@ def synth(
     class_field: str,
     out_path: Path,
     mask_out: Path | None,
-    model_dir: str | None,
+    no_mask: bool,
+    model: str | None,
     seed: int,
     steps: int | None,
     sampler: str,
-    device: str,
+    guidance_scale: float | None,
     batch_size: int,
+    device: str,
     resolution: float | None,
     no_blend: bool,
     dry_run: bool,
@@ -101,9 +87,8 @@ def synth(
     Without --osm/--vector the map comes from the Overpass API (needs internet).
     Output carries provenance tags and "Map data (c) OpenStreetMap contributors, ODbL".
     """
-    from geodiff.grid import parse_bbox
     from geodiff.samples import sample_area
-    from geodiff.synth import synthesize
+    from geodiff.synth import plan_synthesis, synthesize
 
     if sample:
         if bbox or osm_path or vector_path:
@@ -111,50 +96,54 @@ def synth(
                 "--sample brings its own area and data: leave out --bbox/--osm/--vector"
             )
         area = sample_area()
-        box, vector_path = area.bbox, area.vector_path
+        bbox, vector_path = area.bbox, area.vector_path
     elif bbox is None:
         raise InvalidParameterError("give --bbox W,S,E,N (or --sample for the embedded offline sample area)")
-    else:
-        box = parse_bbox(bbox, crs=bbox_crs)
-    mask_path = mask_out or out_path.with_name(out_path.stem + ".mask.tif")
-    if not dry_run:
-        check_outputs([out_path, mask_path], overwrite)
-    progress = make_progress("none" if dry_run else progress_mode, "synth")
+    if no_mask and mask_out is not None:
+        raise InvalidParameterError("--no-mask and --mask-out contradict each other: give one of them")
+    plan = plan_synthesis(
+        bbox,
+        out_path,
+        mask_out=mask_out,
+        write_mask=not no_mask,
+        osm_path=osm_path,
+        vector_path=vector_path,
+        class_field=class_field,
+        model=model,
+        seed=seed,
+        steps=steps,
+        sampler=sampler,  # type: ignore[arg-type]
+        guidance_scale=guidance_scale,
+        device=device,
+        batch_size=batch_size,
+        resolution=resolution,
+        crs=crs,
+        blend=not no_blend,
+        overwrite=overwrite
+        or dry_run,  # a dry run writes nothing, so an existing output is no reason to stop
+        estimate=True,
+    )
+    if dry_run:
+        if progress_mode == "json":
+            click.echo(json.dumps({"event": "plan", **plan.to_dict()}))
+        else:
+            click.echo(plan.describe())
+        return
+    progress = make_progress(progress_mode, "synth")
     on_event = getattr(progress, "event", None)
     if on_event is None and progress_mode != "none":
-        on_event = _echo_event
+        on_event = echo_event
+    if progress_mode == "json":
+        progress.event(event="plan", **plan.to_dict())  # type: ignore[union-attr]
+    elif progress_mode == "bar":
+        click.echo(plan.describe(), err=True)
     try:
-        result = synthesize(
-            box,
-            out_path,
-            osm_path=osm_path,
-            vector_path=vector_path,
-            class_field=class_field,
-            model=model_dir,
-            seed=seed,
-            steps=steps or (1000 if sampler == "ddpm" else 20),
-            sampler=sampler,
-            device=device,
-            batch_size=batch_size,
-            resolution=resolution,
-            crs=crs,
-            mask_out=mask_path,
-            blend=not no_blend,
-            dry_run=dry_run,
-            progress=progress,
-            on_event=on_event,
-        )
+        result = synthesize(plan, progress=progress, on_event=on_event)
     finally:
         close_progress(progress)
-    if dry_run:
-        click.echo(result.describe())
-        return
+    written = " and ".join(str(p) for p in (result.image_path, result.mask_path) if p is not None)
     click.echo(
-        f"Wrote {result.image_path} and {result.mask_path} ({result.grid.width} x {result.grid.height} px, "
+        f"Wrote {written} ({result.grid.width} x {result.grid.height} px, "
         f"{result.grid.crs.to_string()}) in {result.seconds:.1f} s",
         err=True,
     )
-
-
-def _echo_event(**fields: object) -> None:
-    click.echo(", ".join(f"{k}: {v}" for k, v in fields.items() if k != "event"), err=True)

@@ -209,8 +209,8 @@ def write_results(res: dict[str, Any], out_base: str | os.PathLike[str]) -> tupl
 
     base = Path(out_base)
     paths = Path(f"{base}.json"), Path(f"{base}.md")
-    with atomic_path(paths[0]) as tmp:
+    with atomic_path(paths[0], overwrite=True) as tmp:
         tmp.write_text(json.dumps(_jsonable(res), indent=2))
-    with atomic_path(paths[1]) as tmp:
+    with atomic_path(paths[1], overwrite=True) as tmp:
         tmp.write_text(results_markdown(res))
     return paths

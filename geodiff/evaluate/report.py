@@ -203,14 +203,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "summary": out / "summary.md"}
-    with atomic_path(paths["json"]) as tmp:
+    with atomic_path(paths["json"], overwrite=True) as tmp:
         tmp.write_text(json.dumps(_jsonable(report), indent=2))
-    with atomic_path(paths["summary"]) as tmp:
+    with atomic_path(paths["summary"], overwrite=True) as tmp:
         tmp.write_text(summary_markdown(report))
     if samples is not None and len(samples[0]):
-        paths["samples"] = write_png(out / "samples.png", sample_grid(*samples))
+        paths["samples"] = write_png(out / "samples.png", sample_grid(*samples), overwrite=True)
     fid_ = report.get("map_fidelity")
     if fid_:
         series = {name: fid_[name]["per_class"] for name in ("real", "synthetic") if fid_.get(name)}
-        paths["iou_chart"] = write_png(out / "per_class_iou.png", bar_chart(series))
+        paths["iou_chart"] = write_png(out / "per_class_iou.png", bar_chart(series), overwrite=True)
     return paths

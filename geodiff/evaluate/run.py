@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +36,19 @@ from geodiff.evaluate.segmentation import (
 from geodiff.io import write_png
 from geodiff.progress import ProgressCallback, report, scaled
 
-SynthFn = Callable[..., np.ndarray]
-
 
 def load_model(model_dir: str | os.PathLike[str] | None, device: str = "auto") -> Any:
-    """Load a :class:`geodiff.model.GeodiffModel` (default: the shipped model folder) on ``device``."""
-    from geodiff.settings import get_settings
-    from geodiff.synth import load_model as _load
-    from geodiff.synth import resolve_device as _resolve
+    """Load a :class:`geodiff.model.GeodiffModel` (default: the default model) on ``device``."""
+    from geodiff.models import load_model as _load
 
-    if model_dir is not None and not Path(model_dir).exists():
-        raise InputNotFoundError(
-            f"model folder {model_dir} does not exist: pass --model DIR (a save_pretrained folder)"
-        )
-    dev, dtype = _resolve(device)
-    return _load(model_dir, dev, dtype, get_settings())
+    return _load(model_dir, device)
 
 
 def resolve_device(device: str) -> torch.device:
     """'auto' | 'cpu' | 'cuda[:N]' -> torch device, with geodiff's error for a missing GPU."""
-    from geodiff.synth import resolve_device as _resolve
+    from geodiff.models import resolve_device as _resolve
 
-    return torch.device(_resolve(device)[0])
+    return torch.device(_resolve(device))
 
 
 def synthesize_tiles(
@@ -68,25 +58,38 @@ def synthesize_tiles(
     steps: int = 20,
     device: str = "auto",
     batch_size: int = 8,
-    synth_fn: SynthFn | None = None,
+    guidance_scale: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """One synthetic RGB tile per mask: (N, T, T) class ids -> (N, T, T, 3) uint8.
 
-    Tiles are synthesized ``batch_size`` at a time as one row of independent, non-overlapping windows
-    (``blend=False``: no window influences another), so the U-Net runs batched; group ``g`` uses seed
-    ``seed + g``. Ignore pixels (255) are passed through: the model's conditioning treats them as "no class",
-    as in training.
+    Each tile is its own canvas (one window, no neighbours), ``batch_size`` tiles per U-Net call; tile ``i``
+    starts from noise seeded with ``seed + i``, so its image does not depend on the batch or the limit.
+    Ignore pixels (255) are passed through: the model's conditioning treats them as "no class", as in training.
     """
-    if synth_fn is None:
-        from geodiff.synth import synthesize_map as synth_fn
+    from geodiff.pipeline import GeodiffPipeline
+
+    pipe = GeodiffPipeline(model, model.make_scheduler("dpm"))
     n, tile = len(masks), masks.shape[-1]
+    f = model.latent_factor
+    shape = (model.latent_channels, tile // f, tile // f)
     out = []
-    for g, start in enumerate(range(0, n, batch_size)):
+    for start in range(0, n, batch_size):
         group = masks[start : start + batch_size]
-        row = synth_fn(np.concatenate(list(group), axis=1), model, seed=seed + g, steps=steps, device=device,
-                       batch_size=batch_size, blend=False)  # fmt: skip
-        out += [row[:, i * tile : (i + 1) * tile] for i in range(len(group))]
+        noise = torch.stack(
+            [
+                torch.randn(shape, generator=torch.Generator().manual_seed(seed + start + i))
+                for i in range(len(group))
+            ]
+        )
+        images = pipe(
+            group,
+            num_inference_steps=steps,
+            latents=noise,
+            guidance_scale=guidance_scale,
+            batch_size=batch_size,
+        ).images
+        out += list(images)
         report(
             progress, min(start + batch_size, n) / n, f"synthesizing tiles {min(start + batch_size, n)}/{n}"
         )
@@ -135,20 +138,21 @@ def measure_seams(
     steps: int,
     device: str,
     overlap: int | None = None,
-    synth_fn: SynthFn | None = None,
     reference_image: np.ndarray | None = None,
+    guidance_scale: float | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Seam ratios of a blended and a naive (independent, non-overlapping tiles) synthesis of ``class_map``.
 
     Returns ``(stats, naive_rgb, blended_rgb)``. The blended mosaic is measured at its own window edges
     (``blended``) and at the naive tile boundaries (``blended_at_tile_boundaries``).
     """
-    if synth_fn is None:
-        from geodiff.synth import synthesize_map as synth_fn
+    from geodiff.synth import layout_for, synthesize_map, window_overlap
+
     tile = int(model.config.tile_size)
     h, w = class_map.shape
-    naive = synth_fn(class_map, model, seed=seed, steps=steps, device=device, blend=False)
-    blended = synth_fn(class_map, model, seed=seed, steps=steps, device=device, blend=True)
+    common = dict(seed=seed, steps=steps, device=device, guidance_scale=guidance_scale)
+    naive = synthesize_map(class_map, model, blend=False, **common)
+    blended = synthesize_map(class_map, model, blend=True, **common)
     tb_r, tb_c = tile_boundaries(h, tile), tile_boundaries(w, tile)
     out: dict[str, Any] = {
         "size": [h, w],
@@ -156,12 +160,8 @@ def measure_seams(
         "blended_at_tile_boundaries": seam_ratio(blended, tb_r, tb_c).to_dict(),
     }
     if overlap is None:  # the overlap synthesize_map blends with
-        from geodiff.synth import window_overlap
-
         overlap = window_overlap(tile, model.latent_factor, True)
     if overlap:
-        from geodiff.tiling import layout_for
-
         lay = layout_for(0, 0, h, w, tile, overlap)
         out["blended"] = seam_ratio(
             blended, window_edges(lay.rows, tile, h), window_edges(lay.cols, tile, w)
@@ -188,7 +188,7 @@ def evaluate_model(
     inception_weights: str | os.PathLike[str] | None = None,
     colors: str | None = None,
     model: Any | None = None,
-    synth_fn: SynthFn | None = None,
+    guidance_scale: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the report folder; returns the report dict.
@@ -203,8 +203,8 @@ def evaluate_model(
         Report folder (created).
     seg_net
         A saved segmentation net; trained on the dataset's training split (and saved to ``out_dir/segnet``) if None.
-    steps, seed, device
-        Sampling settings; tile ``i`` is sampled with seed ``seed + i``.
+    steps, seed, device, guidance_scale
+        Sampling settings; tile ``i`` is sampled with seed ``seed + i``; guidance defaults to the model's.
     limit
         Number of held-out tiles to synthesize and compare.
     segnet_steps
@@ -251,7 +251,7 @@ def evaluate_model(
         seed=seed,
         steps=steps,
         device=device,
-        synth_fn=synth_fn,
+        guidance_scale=guidance_scale,
         progress=scaled(progress, 0.3, 0.8),
     )
 
@@ -278,11 +278,11 @@ def evaluate_model(
         try:
             cmap, real_mosaic, contiguous = _mosaic_map(test, tile, size)
             seams, naive, blended = measure_seams(
-                cmap, model, seed, steps, device, synth_fn=synth_fn, reference_image=real_mosaic
+                cmap, model, seed, steps, device, reference_image=real_mosaic, guidance_scale=guidance_scale
             )
             out.mkdir(parents=True, exist_ok=True)
-            write_png(out / "seams_independent_tiles.png", naive)
-            write_png(out / "seams_blended.png", blended)
+            write_png(out / "seams_independent_tiles.png", naive, overwrite=True)
+            write_png(out / "seams_blended.png", blended, overwrite=True)
             seams["contiguous_area"] = contiguous
             seams["note"] = (
                 "The seam map is a contiguous held-out area (adjacent tiles of one source image); "
@@ -299,6 +299,7 @@ def evaluate_model(
         "data": str(data),
         "seg_net": str(seg_path),
         "steps": steps,
+        "guidance_scale": float(model.config.guidance_scale if guidance_scale is None else guidance_scale),
         "seed": seed,
         "n_eval_tiles": len(ev),
         "n_train_tiles": len(train),

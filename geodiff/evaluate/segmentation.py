@@ -264,14 +264,14 @@ def save_segnet(net: SegNet, folder: str | os.PathLike[str], record: TrainRecord
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(out / WEIGHTS_NAME) as tmp:
+    with atomic_path(out / WEIGHTS_NAME, overwrite=True) as tmp:
         save_file(state, str(tmp))
     meta = {
         "config": asdict(net.config),
         "train": asdict(record) if record else None,
         "format": "geodiff-segnet-1",
     }
-    with atomic_path(out / CONFIG_NAME) as tmp:
+    with atomic_path(out / CONFIG_NAME, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     return out
 

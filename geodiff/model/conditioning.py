@@ -35,6 +35,12 @@ class Conditioning:
             self.context.to(*args, **kwargs),  # type: ignore[arg-type]
         )
 
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """Concatenate conditionings along the batch (e.g. map and null map for classifier-free guidance)."""
+        concat = None if parts[0].concat is None else torch.cat([p.concat for p in parts])  # type: ignore[misc]
+        return Conditioning(concat, torch.cat([p.context for p in parts]))
+
     def expand(self, batch: int) -> Conditioning:
         """Repeat a batch-1 conditioning to ``batch`` (one map, several noise samples)."""
         if self.context.shape[0] == batch:

@@ -52,6 +52,9 @@ class ModelConfig:
         DDPM noise schedule; the betas themselves are saved in ``scheduler/``.
     storage_dtype
         ``"float16"`` or ``"float32"``: dtype of the saved weights (loaded back as float32 unless asked).
+    guidance_scale
+        Default classifier-free guidance scale when sampling (1 = off); above 1 only for a model trained with
+        map dropout (``diffusion.cond_drop``), set from its evaluation.
     """
 
     resolution_m: float = DEFAULT_RESOLUTION_M
@@ -86,6 +89,8 @@ class ModelConfig:
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
     storage_dtype: str = "float16"
+    # sampling default
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -171,6 +176,8 @@ class ModelConfig:
             )
         if not 0 < self.beta_start < self.beta_end < 1:
             raise bad("beta_start", "need 0 < beta_start < beta_end < 1")
+        if not (isinstance(self.guidance_scale, (int, float)) and self.guidance_scale >= 1):
+            raise bad("guidance_scale", "must be a number >= 1 (1 = no classifier-free guidance)")
 
     # ------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
 MAX_SHARD_SIZE = "15MB"
 
 _HOW_TO_GET = (
-    "Use the shipped model (models/geodiff-default in the repository), pass --model with a complete model folder, "
+    "Use the shipped model (`geodiff models` lists it), pass --model with a complete model folder, "
     "or train one: `geodiff dataset build ...`, `geodiff train autoencoder --config configs/<x>.toml`, then "
     "`geodiff train diffusion --config configs/<x>.toml`."
 )

@@ -14,7 +14,6 @@ from typing import Any
 
 from geodiff.errors import ConfigError, InputNotFoundError
 from geodiff.model.config import ModelConfig
-from geodiff.settings import REPO_ROOT
 
 
 @dataclass
@@ -101,9 +100,8 @@ class TrainConfig:
     source: str = ""
 
     def resolve(self, value: str) -> Path:
-        """Relative paths in a config are relative to the repository root (where configs/ lives)."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else REPO_ROOT / p
+        """Relative paths in a config are relative to the working directory (run from the project's root)."""
+        return Path(value).expanduser().absolute()
 
     @property
     def run_dir(self) -> Path:

@@ -90,7 +90,7 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     ib, io_ = _blob(imgs)
     mb, mo = _blob(masks)
-    with atomic_path(out / "tiles.npz") as tmp:
+    with atomic_path(out / "tiles.npz", overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
                 fh, images=ib, image_offsets=io_, masks=mb, mask_offsets=mo, split=np.array(split, np.uint8)
@@ -110,7 +110,7 @@ def write_dataset(
         | {"ignore": round(float(hist[IGNORE]) / total, 4)},
         "tiles": names,
     }
-    with atomic_path(out / "manifest.json") as tmp:
+    with atomic_path(out / "manifest.json", overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

@@ -1,0 +1,228 @@
+"""Finding and loading models: the shipped default, installed models by name, folders, hub ids; devices.
+
+Where models come from, first match wins:
+
+1. a :class:`~geodiff.model.GeodiffModel` instance, used as is;
+2. a path to a model folder (``./my-model``, ``runs/x/model``, ``/abs/path``): it must exist;
+3. a name (``geodiff-default``): a folder of that name in the user's model folder
+   (``$GEODIFF_CACHE_DIR/models``, by default ``~/.cache/geodiff/models``) or among the models shipped inside
+   the package (``geodiff/data/models``);
+4. a hub id (``org/name``, only when no local folder of that name exists): downloaded with
+   ``huggingface_hub.snapshot_download`` (needs internet).
+
+``None`` is the default model: ``GEODIFF_MODEL_DIR`` when set, else ``geodiff-default`` looked up by name (so a
+newer default dropped into the user's model folder wins over the shipped one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geodiff.errors import InvalidParameterError, ModelError
+from geodiff.settings import DEFAULT_MODEL_NAME, SHIPPED_MODELS_DIR, Settings, get_settings
+
+if TYPE_CHECKING:
+    from geodiff.model import GeodiffModel, ModelConfig
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HOW = (
+    "list the installed models with `geodiff models`, pass --model DIR (a folder written by "
+    "`geodiff train diffusion`), or set GEODIFF_MODEL_DIR"
+)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"cuda:N"`` -> a device string, with a clear error for a missing GPU."""
+    import torch
+
+    text = (device or "auto").strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return text
+    if re.fullmatch(r"cuda(:\d+)?", text):
+        if not torch.cuda.is_available():
+            raise InvalidParameterError(
+                f"--device {text} was asked for but no CUDA GPU is visible: use --device cpu"
+            )
+        index = int(text.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InvalidParameterError(
+                f"--device {text}: only {torch.cuda.device_count()} CUDA GPU(s) are visible (cuda:0..)"
+            )
+        return text
+    raise InvalidParameterError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def device_dtype(device: str) -> Any:
+    """bfloat16 on CUDA (the models are trained with bf16 autocast), float32 on the CPU."""
+    import torch
+
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def user_models_dir(settings: Settings | None = None) -> Path:
+    """Where users put (or download) extra models: ``<cache dir>/models``."""
+    return Path((settings or get_settings()).cache_dir) / "models"
+
+
+def model_search_path(settings: Settings | None = None) -> list[Path]:
+    """Folders searched for models by name, in order."""
+    return [user_models_dir(settings), SHIPPED_MODELS_DIR]
+
+
+@dataclass
+class ModelRef:
+    """A resolved model: its name, folder and config, loaded (weights) only when needed, once per device."""
+
+    name: str
+    path: Path | None
+    config: ModelConfig
+    _loaded: dict[str, GeodiffModel] = field(default_factory=dict, repr=False)
+
+    def load(self, device: str = "auto") -> GeodiffModel:
+        """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU)."""
+        from geodiff.model import GeodiffModel
+
+        dev = resolve_device(device)
+        if dev not in self._loaded:
+            if self.path is None:  # an in-memory model: move it
+                model = next(iter(self._loaded.values()))
+                self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
+            else:
+                self._loaded = {
+                    dev: GeodiffModel.from_pretrained(self.path, device=dev, dtype=device_dtype(dev))
+                }
+        return self._loaded[dev]
+
+    def info(self) -> dict[str, Any]:
+        """Name, folder, resolution, classes and the measured metrics of a model folder (``geodiff models``)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "path": str(self.path) if self.path else None,
+            "resolution_m": self.config.resolution_m,
+            "tile_size": self.config.tile_size,
+            "conditioning": self.config.conditioning,
+            "guidance_scale": self.config.guidance_scale,
+        }
+        if self.path is not None:
+            classes = self.path / "classes.json"
+            if classes.is_file():
+                out["classes"] = [c["name"] for c in json.loads(classes.read_text())["classes"]]
+            metrics = self.path / "metrics.json"
+            if metrics.is_file():
+                out["metrics"] = json.loads(metrics.read_text())
+        return out
+
+
+def _is_hub_id(text: str) -> bool:
+    """``org/name`` that cannot be a mistyped local path (its first part is not a local folder)."""
+    return bool(_HUB_ID.match(text)) and not Path(text.split("/")[0]).exists()
+
+
+def _ref_for_folder(path: Path, name: str | None = None) -> ModelRef:
+    from geodiff.model import ModelConfig
+
+    if not path.is_dir():
+        raise ModelError(f"{path} is a file; a model is a folder with config.json, vae/, unet/, scheduler/")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ModelError(f"{path} is not a geodiff model folder (no config.json): {_HOW}")
+    try:
+        cfg = ModelConfig.load(cfg_path)
+    except Exception as exc:
+        raise ModelError(f"{cfg_path} is not a valid geodiff model config ({exc}): {_HOW}") from exc
+    return ModelRef(name or str(path), path, cfg)
+
+
+def resolve_model(
+    model: GeodiffModel | str | os.PathLike[str] | ModelRef | None = None, settings: Settings | None = None
+) -> ModelRef:
+    """Find a model (see the module docstring) and read its config; no weights are loaded.
+
+    Raises
+    ------
+    ModelError
+        Nothing found; the message says where geodiff looked and how to get a model.
+    """
+    from geodiff.model import GeodiffModel
+
+    if isinstance(model, ModelRef):
+        return model
+    if isinstance(model, GeodiffModel):
+        ref = ModelRef(str(getattr(model, "name_or_path", "in-memory model")), None, model.config)
+        ref._loaded[str(model.device)] = model
+        return ref
+    settings = settings or get_settings()
+    if model is None:
+        if settings.model_dir is not None:
+            folder = Path(settings.model_dir).expanduser()
+            if not folder.is_dir():
+                raise ModelError(f"GEODIFF_MODEL_DIR={folder} is not a folder: {_HOW}")
+            return _ref_for_folder(folder)
+        model = DEFAULT_MODEL_NAME
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _ref_for_folder(path)
+    if os.sep not in text and "/" not in text:  # a bare name: installed models
+        for root in model_search_path(settings):
+            if (root / text / "config.json").is_file():
+                return _ref_for_folder(root / text, name=text)
+        names = [r.name for r in installed_models(settings)]
+        raise ModelError(
+            f"no model named {text!r} (installed: {', '.join(names) or 'none'}; looked in "
+            f"{', '.join(str(r) for r in model_search_path(settings))}): {_HOW}"
+        )
+    if not _is_hub_id(text):
+        raise ModelError(f"model folder {path} does not exist: {_HOW}")
+    try:  # a hub id
+        from huggingface_hub import snapshot_download
+
+        return _ref_for_folder(Path(snapshot_download(text)), name=text)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"model {text!r} is neither a local folder nor a reachable hub repo ({str(exc).splitlines()[0]}): {_HOW}"
+        ) from exc
+
+
+def load_model(
+    model: GeodiffModel | str | os.PathLike[str] | None = None, device: str = "auto"
+) -> GeodiffModel:
+    """Load a model by name, folder or hub id (``None``: the default model) on ``device``.
+
+    Parameters
+    ----------
+    model
+        ``None`` (the default model), a name from ``geodiff models``, a model folder, or a hub id.
+    device
+        ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Returns
+    -------
+    geodiff.model.GeodiffModel
+        In bfloat16 on CUDA, float32 on the CPU, in eval mode.
+    """
+    return resolve_model(model).load(device)
+
+
+def installed_models(settings: Settings | None = None) -> list[ModelRef]:
+    """Every model folder on the search path (user folder first; a name found twice is listed once)."""
+    seen: dict[str, ModelRef] = {}
+    for root in model_search_path(settings):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if folder.name not in seen and (folder / "config.json").is_file():
+                try:
+                    seen[folder.name] = _ref_for_folder(folder, name=folder.name)
+                except ModelError:
+                    continue  # a broken folder is not a model; `geodiff models` should still list the rest
+    return list(seen.values())
