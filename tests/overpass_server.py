@@ -6,6 +6,8 @@ queue of behaviours for the next interpreter requests; when it is empty, ``defau
 
 ``"ok"``, ``"429"``, ``"504"``, ``"500"`` (HTTP errors), ``"garbage"`` (200 with non-JSON), ``"remark"``
 (200 with a runtime-error remark), ``"hang"`` (no answer until the server stops or ``hang_s`` passes).
+``status_mode`` is what ``/api/status`` says: ``"free"`` (slots available) or ``"running"`` (no slot, queries
+running: a client that trusts it waits forever).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from urllib.parse import parse_qs, urlparse
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
+_STATUS_RUNNING = (
+    "Connected as: 2130706433\n"
+    "Current time: 2024-01-01T00:00:00Z\n"
+    "Announced endpoint: none\n"
+    "Rate limit: 2\n"
+    "Currently running queries (pid, space limit, time limit, start time):\n"
+    "1234\t536870912\t180\t2024-01-01T00:00:00Z\n"
+)
 _STATUS = (
     "Connected as: 2130706433\n"
     "Current time: 2024-01-01T00:00:00Z\n"
@@ -66,6 +76,7 @@ class OverpassTestServer:
             document if document is not None else overpass_json_from_osm(SAMPLES / "tiny_town.osm")
         )
         self.default_mode = default_mode
+        self.status_mode = "free"
         self.modes: list[str] = []
         self.hang_s = hang_s
         self.queries: list[str] = []  # interpreter queries received, in order
@@ -140,7 +151,8 @@ class OverpassTestServer:
                 if parsed.path.endswith("/status"):
                     with server._lock:
                         server.status_requests += 1
-                    return self._send(200, _STATUS.encode(), "text/plain")
+                    text = _STATUS_RUNNING if server.status_mode == "running" else _STATUS
+                    return self._send(200, text.encode(), "text/plain")
                 if parsed.path.endswith("/interpreter"):
                     return self._interpreter(parse_qs(parsed.query).get("data", [""])[0])
                 self._send(404, b"not found", "text/plain")

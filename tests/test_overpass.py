@@ -145,3 +145,46 @@ def test_empty_area(tmp_path: Path) -> None:
             load_features(TOWN_BBOX, settings=settings)
         assert len(fetch_elements(TOWN_BBOX, settings, allow_empty=True)) == 0
         assert len(load_features(TOWN_BBOX, settings=settings, allow_empty=True)) == 0
+
+
+def test_status_that_never_frees_a_slot_is_waited_out(server: OverpassTestServer, tmp_path: Path) -> None:
+    server.status_mode = "running"  # a server that keeps saying queries are running
+    settings = make_settings(server.url, tmp_path, overpass_max_wait_s=3)
+    start = time.monotonic()
+    with pytest.raises(OverpassError, match="no free slot for 3 s.*GEODIFF_OVERPASS_MAX_WAIT_S"):
+        fetch_elements(TOWN_BBOX, settings)
+    assert time.monotonic() - start < 15
+    assert server.queries == []  # it never sent the query
+
+
+def test_too_many_subqueries_are_refused_before_any_request(
+    server: OverpassTestServer, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        server.url,
+        tmp_path,
+        overpass_max_query_area_m2=5_000.0,
+        overpass_max_subqueries=4,
+        overpass_rate_limit=False,
+    )
+    with pytest.raises(
+        OverpassError, match=r"needs \d+ Overpass sub-queries.*GEODIFF_OVERPASS_MAX_SUBQUERIES"
+    ):
+        fetch_elements(TOWN_BBOX, settings)
+    assert server.queries == []
+
+
+def test_osmnx_internals_geodiff_wraps_still_exist() -> None:
+    """geodiff pins osmnx < 3 and wraps three private helpers (progress per sub-query, the sub-query cap, the
+    bounded /status wait); if an osmnx release renames them, this fails before users do."""
+    import inspect
+
+    from osmnx import _errors, _overpass
+
+    assert list(inspect.signature(_overpass._get_overpass_pause).parameters)[:1] == ["base_endpoint"]
+    assert {"recursion_pause", "default_pause"} <= set(
+        inspect.signature(_overpass._get_overpass_pause).parameters
+    )
+    assert callable(_overpass._make_overpass_polygon_coord_strs) and callable(_overpass._overpass_request)
+    assert issubclass(_errors.InsufficientResponseError, Exception)
+    assert int(osmnx.__version__.split(".")[0]) == 2

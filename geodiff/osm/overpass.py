@@ -18,7 +18,6 @@ Differences from plain osmnx behaviour, on purpose:
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 import threading
@@ -58,6 +57,10 @@ class _ServerBusy(Exception):
 
 class _ServerFailed(Exception):
     """Any other non-success answer from the interpreter (message is user-facing)."""
+
+
+class _WaitedTooLong(Exception):
+    """The server's /status kept saying no slot was free for longer than geodiff waits."""
 
 
 def _interpreter_url(base: str) -> str:
@@ -126,9 +129,19 @@ def osmnx_settings(settings: Settings) -> Iterator[Any]:
         previous = _apply_settings(ox, settings)
         original_getaddrinfo = socket.getaddrinfo
         original_pause = _overpass._get_overpass_pause
-        _overpass._get_overpass_pause = functools.partial(
-            original_pause, default_pause=_STATUS_FALLBACK_PAUSE_S, recursion_pause=5
-        )
+        deadline = time.monotonic() + settings.overpass_max_wait_s
+
+        def bounded_pause(base_endpoint: str, **_: Any) -> float:
+            # osmnx asks /status again and again while the server says queries are running (forever if it
+            # keeps saying so); geodiff gives up after overpass_max_wait_s in all
+            if time.monotonic() > deadline:
+                raise _WaitedTooLong(base_endpoint)
+            pause = original_pause(base_endpoint, default_pause=_STATUS_FALLBACK_PAUSE_S, recursion_pause=5)
+            if time.monotonic() + pause > deadline:
+                raise _WaitedTooLong(base_endpoint)
+            return pause
+
+        _overpass._get_overpass_pause = bounded_pause
         try:
             yield ox
         finally:
@@ -156,6 +169,14 @@ def _fetch_once(
             nonlocal total
             coord_strs = original_split(polygon)
             total = max(1, len(coord_strs))
+            if total > settings.overpass_max_subqueries:
+                raise OverpassError(
+                    f"this bbox needs {total} Overpass sub-queries (of at most "
+                    f"{settings.overpass_max_query_area_m2 / 1e6:g} km^2 each), more than the "
+                    f"{settings.overpass_max_subqueries} geodiff sends for one area: use a smaller bbox, a "
+                    "downloaded extract (--osm FILE, e.g. from download.geofabrik.de), or raise "
+                    "GEODIFF_OVERPASS_MAX_SUBQUERIES"
+                )
             report(progress, 0.0, f"querying Overpass ({total} request{'s' if total > 1 else ''})")
             return coord_strs
 
@@ -170,8 +191,13 @@ def _fetch_once(
         _overpass._overpass_request = _counting_request
         try:
             return ox.features_from_bbox(bounds, tags=overpass_tag_filter())
-        except _ServerBusy:
+        except (_ServerBusy, OverpassError):
             raise
+        except _WaitedTooLong as exc:
+            raise OverpassError(
+                f"the Overpass server at {exc} had no free slot for {settings.overpass_max_wait_s} s (its /status "
+                f"kept reporting running queries): {_WHAT_TO_DO} (or raise GEODIFF_OVERPASS_MAX_WAIT_S)"
+            ) from None
         except _ServerFailed as exc:
             raise OverpassError(f"{exc}: {_WHAT_TO_DO}") from None
         except requests.Timeout:
