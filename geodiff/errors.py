@@ -87,3 +87,7 @@ class OutputError(GeodiffError, OSError):
     """
 
     exit_code = 7
+
+
+class GeodiffWarning(UserWarning):
+    """Something looks wrong but the result may still be usable (e.g. an OSM file that may be truncated)."""

@@ -6,8 +6,12 @@ Each command lives in its own module under ``geodiff.cli`` and is imported lazil
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -67,16 +71,51 @@ def cli() -> None:
     """
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so every temporary output is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP (what QGIS's cancel, systemd, Docker and batch schedulers send) into an exception
+    for the duration of a command; Python's default for them would exit without running any cleanup."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, _terminate) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning geodiff errors into a one-line message and an exit code."""
     try:
-        cli.main(args=argv, prog_name="geodiff", standalone_mode=False)
+        with _signals_unwind():
+            cli.main(args=argv, prog_name="geodiff", standalone_mode=False)
     except GeodiffError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        if isinstance(exc.__cause__, Terminated):
+            click.echo(f"Stopped by {exc.__cause__}: no output was written under the final name.", err=True)
+            return 128 + exc.__cause__.signum
         click.echo("Aborted: no output was written under the final name.", err=True)
         return 130
+    except Terminated as exc:
+        click.echo(f"Stopped by {exc}: no output was written under the final name.", err=True)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         click.echo("Interrupted: no output was written under the final name.", err=True)
         return 130

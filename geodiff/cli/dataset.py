@@ -55,11 +55,15 @@ def dataset() -> None:
     show_default=True,
     help="Ground resolution in m/px (orthophotos are resampled to it; recorded for mask folders).",
 )
-@click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True)
-@click.option("--stride", type=int, default=None, help="Window step in px (default: the tile size).")
+@click.option(
+    "--tile-size", type=click.IntRange(min=16), default=TILE_SIZE, show_default=True, help="Tile side in px."
+)
+@click.option(
+    "--stride", type=click.IntRange(min=1), default=None, help="Window step in px (default: the tile size)."
+)
 @click.option(
     "--val-fraction",
-    type=float,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
     default=0.1,
     show_default=True,
     help="Fraction of source images held out as the fixed validation split.",
@@ -67,12 +71,18 @@ def dataset() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--tolerance",
-    type=int,
+    type=click.IntRange(0, 255),
     default=24,
     show_default=True,
     help="Largest per-channel colour difference still matched to a mask colour.",
 )
-@click.option("--jpeg-quality", type=int, default=90, show_default=True)
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 100),
+    default=90,
+    show_default=True,
+    help="JPEG quality of stored tiles.",
+)
 @progress_option
 @overwrite_option
 def build(
@@ -98,6 +108,8 @@ def build(
 
     if (images is None) == (orthophoto is None):
         raise InvalidParameterError("give exactly one of --images DIR or --orthophoto FILE")
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a file: give a folder for the dataset")
     if (out / "manifest.json").exists() and not overwrite:
         raise InvalidParameterError(f"{out} already holds a dataset: pass --overwrite to replace it")
     if not out.parent.exists():

@@ -8,6 +8,7 @@ missing nodes or incomplete multipolygons) are skipped, not fatal.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,7 +18,13 @@ import pandas as pd
 import shapely
 
 from geodiff.classes import RULE_TAG_KEYS, is_coastline, overpass_tag_filter
-from geodiff.errors import CorruptFileError, GeodiffError, InputNotFoundError, UnsupportedFileError
+from geodiff.errors import (
+    CorruptFileError,
+    GeodiffError,
+    GeodiffWarning,
+    InputNotFoundError,
+    UnsupportedFileError,
+)
 from geodiff.grid import LONLAT, BBox
 from geodiff.osm.features import clip_to_bbox, lonlat_bounds
 from geodiff.progress import ProgressCallback, report
@@ -62,6 +69,29 @@ def _partial_line_wkb(way: osmium.osm.Way) -> bytes | None:
     if not parts:
         return None
     return shapely.to_wkb(shapely.MultiLineString(parts))
+
+
+def _check_complete(path: Path, n_tagged_nodes: int, n_ways: int, n_broken: int) -> None:
+    """Catch files that end early: OSM files list nodes, then ways, then relations, so a download cut off
+    (even exactly at a block boundary, which parses cleanly) loses the ways first, or leaves ways whose nodes
+    were never written."""
+    if n_ways == 0 and (n_tagged_nodes > 0 or _any_node(path)):
+        raise CorruptFileError(
+            f"OSM file {path} holds nodes but not a single way: it looks truncated (a download that stopped "
+            "early); download it again (e.g. from https://download.geofabrik.de) or export it anew"
+        )
+    if n_ways >= 20 and n_broken > 0.2 * n_ways:
+        warnings.warn(
+            f"{path}: {n_broken} of {n_ways} mapped ways refer to nodes missing from the file; it may be truncated "
+            "or cut without complete ways (osmium extract --strategy complete_ways fixes the latter)",
+            GeodiffWarning,
+            stacklevel=3,
+        )
+
+
+def _any_node(path: Path) -> bool:
+    """Whether the file has any node at all (the main pass's tag filter hides untagged ones)."""
+    return next(iter(osmium.FileProcessor(str(path), osmium.osm.NODE)), None) is not None
 
 
 def read_elements(
@@ -115,6 +145,7 @@ def read_elements(
     way_areas: dict[int, bytes] = {}
     relation_areas: list[tuple[int, bytes, dict[str, str]]] = []
     factory = osmium.geom.WKBFactory()
+    n_ways_seen = n_ways_broken = 0
     try:
         processor = (
             osmium.FileProcessor(str(path))
@@ -128,9 +159,11 @@ def read_elements(
                 if obj.is_node():
                     nodes.append((obj.id, factory.create_point(obj), _tags(obj)))
                 elif obj.is_way():
+                    n_ways_seen += 1
                     try:
                         wkb = factory.create_linestring(obj)
                     except (osmium.InvalidLocationError, RuntimeError):
+                        n_ways_broken += 1
                         wkb = _partial_line_wkb(obj)
                     ways[obj.id] = (wkb, _tags(obj))
                 elif obj.is_area():
@@ -148,6 +181,7 @@ def read_elements(
             f"cannot read OSM file {path}: {exc}. The file is damaged or not OSM data; download it again "
             "(e.g. from https://download.geofabrik.de) or export it anew"
         ) from exc
+    _check_complete(path, len(nodes), n_ways_seen, n_ways_broken)
     report(progress, 0.7, f"building geometries for {path.name}")
 
     index: list[tuple[str, int]] = []

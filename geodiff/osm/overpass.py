@@ -19,6 +19,7 @@ Differences from plain osmnx behaviour, on purpose:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -32,7 +33,7 @@ import requests
 
 from geodiff import __version__
 from geodiff.classes import overpass_tag_filter
-from geodiff.errors import EmptyAreaError, OverpassError
+from geodiff.errors import EmptyAreaError, InvalidParameterError, OverpassError
 from geodiff.grid import BBox
 from geodiff.osm.features import empty_feature_set, lonlat_bounds
 from geodiff.progress import ProgressCallback, report
@@ -92,13 +93,31 @@ def _check_response(response: requests.Response, *args: object, **kwargs: object
             )
 
 
+def _usable_cache(settings: Settings) -> Path:
+    """The Overpass cache folder, created; a clear error when it cannot be (a file, no permission)."""
+    folder = Path(settings.cache_dir) / "overpass"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"the cache folder {folder} is not usable ({exc.strerror or exc}): point GEODIFF_CACHE_DIR at a "
+            "writable folder, or set GEODIFF_USE_CACHE=0"
+        ) from None
+    return folder
+
+
 def _apply_settings(ox: Any, settings: Settings) -> dict[str, Any]:
     """Set ``osmnx.settings`` from geodiff settings; return the previous values for restoring."""
     wanted = {
         "overpass_url": settings.overpass_url.rstrip("/"),
         "requests_timeout": settings.overpass_timeout_s,
         "use_cache": settings.use_cache,
-        "cache_folder": str(Path(settings.cache_dir) / "overpass"),
+        "cache_folder": str(
+            _usable_cache(settings) if settings.use_cache else Path(settings.cache_dir) / "overpass"
+        ),
         "max_query_area_size": float(settings.overpass_max_query_area_m2),
         "overpass_rate_limit": settings.overpass_rate_limit,
         "cache_only_mode": False,

@@ -7,6 +7,7 @@ optional ``width`` attribute (metres, full width) or, when it is missing/unusabl
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
@@ -25,7 +26,13 @@ from geodiff.classes import (
     WATER,
     class_id,
 )
-from geodiff.errors import CorruptFileError, DataError, InputNotFoundError, UnsupportedFileError
+from geodiff.errors import (
+    CorruptFileError,
+    DataError,
+    GeodiffWarning,
+    InputNotFoundError,
+    UnsupportedFileError,
+)
 from geodiff.grid import LONLAT, BBox
 from geodiff.osm.features import clip_to_bbox, empty_feature_set, lonlat_bounds
 from geodiff.progress import ProgressCallback, report
@@ -63,7 +70,8 @@ def _class_ids(values: pd.Series, class_field: str, path: Path) -> np.ndarray:
                 key = int(value)  # GeoPackage/GeoJSON often store ids as floats
             mapping[value] = class_id(key)  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError):
-            bad.append(repr(value) if value is not None else "<empty>")
+            plain = value.item() if isinstance(value, np.generic) else value  # 7, not np.int32(7)
+            bad.append(repr(plain) if value is not None else "<empty>")
     if bad:
         valid = ", ".join(f"{i}={n}" for i, n in enumerate(CLASS_NAMES))
         raise DataError(
@@ -159,6 +167,9 @@ def read_vector_features(
         if len(gdf) == 0:
             return empty_feature_set()
 
+    collections = (gdf.geom_type == "GeometryCollection").to_numpy()
+    if collections.any():  # their members are ordinary areas, lines and points: classify each
+        gdf = pd.concat([gdf[~collections], gdf[collections].explode(index_parts=False)])
     ids = _class_ids(gdf[class_field], class_field, path)
     gtype = gdf.geom_type.to_numpy()
     is_area = np.isin(gtype, ("Polygon", "MultiPolygon"))
@@ -175,7 +186,14 @@ def read_vector_features(
     widths = np.where(is_line, np.where(np.isnan(given), line_default, given), widths)
     widths = np.where(is_point, np.where(np.isnan(given), point_default, given), widths)
     kind = np.select([is_area, is_line, is_point], ["area", "line", "point"], default="")
-    keep = kind != ""  # geometry collections and other oddities are skipped
+    keep = kind != ""
+    if not keep.all():
+        warnings.warn(
+            f"{path}: {int((~keep).sum())} feature(s) with geometry types geodiff cannot draw "
+            f"({', '.join(sorted(set(gtype[~keep].astype(str))))}) were skipped",
+            GeodiffWarning,
+            stacklevel=2,
+        )
     features = gpd.GeoDataFrame(
         {"class_id": ids[keep], "width_m": widths[keep], "kind": kind[keep].astype(object)},
         geometry=gpd.GeoSeries(gdf.geometry.to_numpy()[keep], crs=LONLAT),
