@@ -150,8 +150,9 @@ def _write_sample(
 
     image_rel, mask_rel = f"images/{sid}.{fmt}", f"masks/{sid}.{fmt}"
     if fmt == "tif":
-        write_rgb(root / image_rel, rgb, grid, tags)
-        write_class_map(root / mask_rel, class_map, grid, tags)
+        # no style sidecars: loaders glob images/ and masks/, which must hold nothing but the pairs
+        write_rgb(root / image_rel, rgb, grid, tags, style=False)
+        write_class_map(root / mask_rel, class_map, grid, tags, style=False)
     else:
         from PIL import Image
 

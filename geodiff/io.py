@@ -218,6 +218,62 @@ def class_table_tags() -> dict[str, str]:
     return tags
 
 
+_QML_HEAD = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n<qgis version=\"3.22\" styleCategories=\"Symbology\">\n  <pipe>\n"
+_QML_TAIL = "  </pipe>\n  <blendMode>0</blendMode>\n</qgis>\n"
+
+
+def class_map_qml() -> str:
+    """A QGIS style: the class map as five named, coloured classes (not 256 numbered palette entries)."""
+    from xml.sax.saxutils import quoteattr
+
+    entries = "".join(
+        f'        <paletteEntry value="{c.id}" color="#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}" '
+        f"alpha=\"255\" label={quoteattr(c.name)}/>\n"
+        for c in CLASSES
+    )
+    return (
+        _QML_HEAD
+        + '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+        + "      <rasterTransparency/>\n      <colorPalette>\n"
+        + entries
+        + "      </colorPalette>\n    </rasterrenderer>\n"
+        + _QML_TAIL
+    )
+
+
+def rgb_qml() -> str:
+    """A QGIS style: the RGB bands shown as they are (0-255), not stretched to each band's min/max."""
+    bands = "".join(
+        f"      <{name}ContrastEnhancement><minValue>0</minValue><maxValue>255</maxValue>"
+        f"<algorithm>NoEnhancement</algorithm></{name}ContrastEnhancement>\n"
+        for name in ("red", "green", "blue")
+    )
+    return (
+        _QML_HEAD
+        + '    <rasterrenderer type="multibandcolor" redBand="1" greenBand="2" blueBand="3" opacity="1" '
+        + 'alphaBand="-1" nodataColor="">\n      <rasterTransparency/>\n'
+        + bands
+        + "    </rasterrenderer>\n"
+        + _QML_TAIL
+    )
+
+
+def style_path(raster: str | os.PathLike[str]) -> Path:
+    """``area.mask.tif`` -> ``area.mask.qml``: the sidecar QGIS loads by itself as the layer's default style."""
+    return Path(raster).with_suffix(".qml")
+
+
+def write_style(raster: str | os.PathLike[str], qml: str, overwrite: bool = False) -> Path | None:
+    """Write the QGIS style beside ``raster``; an existing style is replaced only with ``overwrite`` (the
+    user's own styling of a file they did not ask to replace is kept). Returns the path written, if any."""
+    path = style_path(raster)
+    if path.exists() and not overwrite:
+        return None
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(qml)
+    return path
+
+
 def verify_raster(path: Path, width: int, height: int, count: int) -> None:
     """Reopen a just-written raster and read every block: a full disk or a truncated write shows here, where
     GDAL's own close may only have logged it."""
@@ -286,6 +342,7 @@ def class_map_writer(
     grid: Grid,
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    style: bool = True,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """An atomic one-band class-map GeoTIFF (colour table, class names, attribution) for block-wise writing."""
     all_tags = {**class_table_tags(), **(tags or {})}
@@ -297,6 +354,8 @@ def class_map_writer(
         dst.write_colormap(1, cmap)
         dst.update_tags(1, **{f"CLASS_{c.id}": c.name for c in CLASSES})
         yield dst
+    if style:
+        write_style(path, class_map_qml(), overwrite=overwrite)
 
 
 def write_class_map(
@@ -305,11 +364,13 @@ def write_class_map(
     grid: Grid,
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    style: bool = True,
 ) -> Path:
-    """Write an (H, W) uint8 class map with a colour table, class names and attribution."""
+    """Write an (H, W) uint8 class map with a colour table, class names, attribution and (``style``) a QGIS
+    style beside it (``<name>.qml``)."""
     if class_map.shape != grid.shape:
         raise ValueError(f"class map shape {class_map.shape} does not match grid shape {grid.shape}")
-    with class_map_writer(path, grid, tags, overwrite=overwrite) as dst:
+    with class_map_writer(path, grid, tags, overwrite=overwrite, style=style) as dst:
         dst.write(class_map.astype(np.uint8), 1)
     return Path(path)
 
@@ -320,28 +381,34 @@ def write_rgb(
     grid: Grid,
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    style: bool = True,
 ) -> Path:
-    """Write an RGB uint8 image given as (3, H, W) or (H, W, 3)."""
+    """Write an RGB uint8 image given as (3, H, W) or (H, W, 3) (and, with ``style``, its QGIS style)."""
     arr = np.asarray(rgb)
     if arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
         arr = np.moveaxis(arr, -1, 0)
     if arr.shape != (3, *grid.shape):
         raise ValueError(f"RGB shape {arr.shape} does not match (3, {grid.height}, {grid.width})")
-    with rgb_writer(path, grid, tags, overwrite=overwrite) as dst:
+    with rgb_writer(path, grid, tags, overwrite=overwrite, style=style) as dst:
         dst.write(arr.astype(np.uint8))
     return Path(path)
 
 
+@contextlib.contextmanager
 def rgb_writer(
     path: str | os.PathLike[str],
     grid: Grid,
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
-) -> contextlib.AbstractContextManager[rasterio.io.DatasetWriter]:
-    """An atomic RGB GeoTIFF writer for block-wise output of large mosaics."""
-    return geotiff_writer(
+    style: bool = True,
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """An atomic RGB GeoTIFF writer for block-wise output of large mosaics (with a 0-255 QGIS style beside it)."""
+    with geotiff_writer(
         path, grid, 3, "uint8", tags, ("red", "green", "blue"), overwrite=overwrite, photometric="RGB"
-    )
+    ) as dst:
+        yield dst
+    if style:
+        write_style(path, rgb_qml(), overwrite=overwrite)
 
 
 def read_raster(path: str | os.PathLike[str]) -> tuple[np.ndarray, Grid, dict[str, str]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,7 @@ def _is_hub_id(text: str) -> bool:
 
 
 def _ref_for_folder(path: Path, name: str | None = None) -> ModelRef:
-    from geodiff.model import ModelConfig
+    from geodiff.model.config import ModelConfig
 
     if not path.is_dir():
         raise ModelError(f"{path} is a file; a model is a folder with config.json, vae/, unet/, scheduler/")
@@ -150,11 +151,10 @@ def resolve_model(
     ModelError
         Nothing found; the message says where geodiff looked and how to get a model.
     """
-    from geodiff.model import GeodiffModel
-
     if isinstance(model, ModelRef):
         return model
-    if isinstance(model, GeodiffModel):
+    core = sys.modules.get("geodiff.model.core")  # an instance exists only once the class (and torch) is loaded
+    if core is not None and isinstance(model, core.GeodiffModel):
         ref = ModelRef(str(getattr(model, "name_or_path", "in-memory model")), None, model.config)
         ref._loaded[str(model.device)] = model
         return ref
