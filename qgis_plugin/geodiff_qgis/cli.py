@@ -18,6 +18,10 @@ from pathlib import Path
 from qgis.core import QgsProcessingException
 
 EXECUTABLE_SETTING = "GEODIFF_EXECUTABLE"
+MAX_WINDOWS_SETTING = "GEODIFF_MAX_WINDOWS"
+DEFAULT_MAX_WINDOWS = 2000  # ~3 h of CPU time at the measured ~5 s per window; minutes on a GPU
+DEFAULT_MODEL = "geodiff-default"
+_MODELS_CACHE = {}
 TERMINATE_GRACE_S = 5.0  # seconds between terminate() and kill() on cancel
 EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
 BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
@@ -63,6 +67,24 @@ def find_executable(configured=None):
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
     raise QgsProcessingException(f"The geodiff command-line tool was not found.\n{INSTALL_HINT}")
+
+
+def installed_models(executable):
+    """Names of the models geodiff has installed (``geodiff models --json``), default first; asked once per
+    session and executable. Falls back to the default model's name when geodiff cannot be asked."""
+    if executable is None:
+        return [DEFAULT_MODEL]
+    if executable not in _MODELS_CACHE:
+        try:
+            listing = run_json(executable, ["models", "--json"], timeout_s=30)
+            models = listing.get("models", [])
+            names = [m["name"] for m in models if m.get("default")] + [
+                m["name"] for m in models if not m.get("default")
+            ]
+            _MODELS_CACHE[executable] = names or [DEFAULT_MODEL]
+        except QgsProcessingException:
+            _MODELS_CACHE[executable] = [DEFAULT_MODEL]
+    return list(_MODELS_CACHE[executable])
 
 
 def _pump(stream, lines):
@@ -115,22 +137,67 @@ class OutputHandler:
         if "progress" in msg:
             fb.setProgress(100.0 * float(msg["progress"]))
             text = str(msg.get("message") or "")
-            # Log each stage once ("denoising step 5/20" and "6/20" are one stage); the label shows every step.
+            # The dialog logs every progress text: set it once per stage ("denoising step 5/20" and "6/20" are
+            # one stage), so each stage is one log line and the bar shows the rest.
             stage = "".join(c for c in text if not c.isdigit())
             if text and stage != self._last_stage:
-                fb.pushInfo(text)
+                fb.setProgressText(text)
                 self._last_stage = stage
-            if msg.get("eta_s") is not None:
-                text += f" (about {float(msg['eta_s']):.0f} s left)"
-            fb.setProgressText(text)
         elif msg.get("event") == "device":
             fb.pushInfo(f"geodiff runs on device: {msg.get('device')} (dtype {msg.get('dtype', '?')})")
+        elif msg.get("event") == "plan":
+            fb.pushInfo(describe_plan(msg))
         else:
             fb.pushInfo(", ".join(f"{k}: {v}" for k, v in msg.items()))
 
 
-def run_geodiff(executable, args, feedback, poll_s=0.1):
-    """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel."""
+def describe_plan(plan):
+    """One line: what a synthesis will cost (grid, windows, estimated time), from geodiff's plan event."""
+    text = (
+        f"{plan.get('width')} x {plan.get('height')} px at {plan.get('resolution_m')} m/px in {plan.get('crs')}, "
+        f"{plan.get('windows')} windows of the model, {plan.get('steps')} steps on {plan.get('device')}"
+    )
+    seconds = plan.get("seconds_estimate")
+    if seconds is not None:
+        text += f", estimated {seconds:.0f} s" if seconds < 120 else f", estimated {seconds / 60:.1f} min"
+    return text
+
+
+def run_json(executable, args, timeout_s=300):
+    """Run a geodiff command that prints one JSON document on stdout (``--dry-run``, ``models --json``)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
+    try:
+        done = subprocess.run(
+            [executable, *map(str, args)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout_s, env=env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QgsProcessingException(f"Could not run {executable}: {exc}") from exc
+    if done.returncode != 0:
+        errors = [ln[len("Error:") :].strip() for ln in done.stderr.splitlines() if ln.startswith("Error:")]
+        raise QgsProcessingException(
+            f"geodiff failed (exit code {done.returncode}): {' '.join(errors) or done.stderr.strip()[-500:]}"
+        )
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        pass
+    for line in reversed(done.stdout.splitlines()):  # a JSON line after other output
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    raise QgsProcessingException(f"geodiff printed no JSON: {done.stdout[-300:]}")
+
+
+def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
+    """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel.
+
+    ``translate`` rewrites geodiff's error text (e.g. CLI option names into the dialog's parameter names).
+    On cancel geodiff gets SIGTERM, which it handles like Ctrl-C: its temporary files are removed.
+    """
     command = [executable, *map(str, args)]
     feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # line-by-line progress through the pipe
@@ -177,5 +244,7 @@ def run_geodiff(executable, args, feedback, poll_s=0.1):
             process.stdout.close()
     if code != 0:
         detail = "\n".join(output.errors or output.tail) or "no error message"
+        if translate is not None:
+            detail = translate(detail)
         raise QgsProcessingException(f"geodiff failed (exit code {code}): {detail}")
     feedback.setProgress(100)

@@ -1,11 +1,11 @@
-"""The "geodiff" Processing provider: two algorithms and the setting holding the CLI's path."""
+"""The "geodiff" Processing provider: three algorithms and its settings (the CLI's path, the size limit)."""
 
 from pathlib import Path
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .cli import EXECUTABLE_SETTING
+from .cli import DEFAULT_MAX_WINDOWS, EXECUTABLE_SETTING, MAX_WINDOWS_SETTING
 
 ICON = str(Path(__file__).with_name("icon.svg"))
 
@@ -27,6 +27,15 @@ class GeodiffProvider(QgsProcessingProvider):
                 valuetype=Setting.FILE,
             )
         )
+        ProcessingConfig.addSetting(
+            Setting(
+                self.name(),
+                MAX_WINDOWS_SETTING,
+                self.tr("Largest synthesis run without asking, in model windows (0 = no limit)"),
+                DEFAULT_MAX_WINDOWS,
+                valuetype=Setting.INT,
+            )
+        )
         ProcessingConfig.readSettings()
         self.refreshAlgorithms()
         return True
@@ -35,13 +44,16 @@ class GeodiffProvider(QgsProcessingProvider):
         from processing.core.ProcessingConfig import ProcessingConfig
 
         ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
+        ProcessingConfig.removeSetting(MAX_WINDOWS_SETTING)
 
     def loadAlgorithms(self):  # noqa: N802
+        from .algorithms.augment_algorithm import AugmentAlgorithm
         from .algorithms.rasterize_algorithm import RasterizeAlgorithm
         from .algorithms.synthesize_algorithm import SynthesizeAlgorithm
 
         self.addAlgorithm(SynthesizeAlgorithm())
         self.addAlgorithm(RasterizeAlgorithm())
+        self.addAlgorithm(AugmentAlgorithm())
 
     def id(self):
         return "geodiff"

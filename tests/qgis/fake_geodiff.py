@@ -3,7 +3,8 @@
 Runs under Debian's Python (standard library + GDAL's bindings, which come with QGIS). Behaviour by environment:
 FAKE_GEODIFF_MODE = ok (default) | sleep (reports once, then sleeps; FAKE_GEODIFF_PID gets its pid) |
 stubborn (like sleep, and ignores SIGTERM) | error ('Error: ...', exit 2) | crash (traceback, exit 1).
-FAKE_GEODIFF_ARGS: file that receives the arguments as JSON.
+FAKE_GEODIFF_ARGS: file that receives the arguments of the last run as JSON (a ``--dry-run`` goes to
+``<file>.dry``); FAKE_GEODIFF_WINDOWS: the window count a dry run reports (default 4).
 """
 
 import argparse
@@ -38,12 +39,17 @@ def write_tif(path, bbox, crs, bands, value):
 
 def main():
     mode = os.environ.get("FAKE_GEODIFF_MODE", "ok")
+    if sys.argv[1:3] == ["models", "--json"]:
+        print(json.dumps({"models": [{"name": "geodiff-default", "default": True},
+                                     {"name": "my-region", "default": False}]}))  # fmt: skip
+        return 0
     if os.environ.get("FAKE_GEODIFF_ARGS"):
-        with open(os.environ["FAKE_GEODIFF_ARGS"], "w") as f:
+        dry = "--dry-run" in sys.argv
+        with open(os.environ["FAKE_GEODIFF_ARGS"] + (".dry" if dry else ""), "w") as f:
             json.dump(sys.argv[1:], f)
 
     parser = argparse.ArgumentParser(prog="geodiff")
-    parser.add_argument("command", choices=["rasterize", "synth"])
+    parser.add_argument("command", choices=["rasterize", "synth", "augment"])
     for opt in (
         "--bbox",
         "--bbox-crs",
@@ -58,10 +64,24 @@ def main():
         "--steps",
         "--device",
         "--progress",
+        "--crs",
+        "--area",
+        "--windows",
+        "--n-windows",
+        "--min-labeled",
+        "--seeds-per-window",
+        "--format",
     ):
         parser.add_argument(opt)
-    parser.add_argument("--overwrite", action="store_true")
+    for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty"):
+        parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
+
+    if args.dry_run:
+        windows = int(os.environ.get("FAKE_GEODIFF_WINDOWS", "4"))
+        print(json.dumps({"event": "plan", "width": 157, "height": 159, "resolution_m": 1.0, "crs": "EPSG:32635",
+                          "windows": windows, "steps": 20, "device": "cpu", "seconds_estimate": 5.0 * windows}))  # fmt: skip
+        return 0
 
     if mode in ("sleep", "stubborn"):
         if mode == "stubborn":
@@ -79,9 +99,21 @@ def main():
         sys.stderr.write("Traceback (most recent call last):\nRuntimeError: something broke\n")
         return 1
 
+    if mode == "empty":
+        sys.stderr.write(
+            "Error: no features fall inside the bbox; pass --allow-empty to write an empty map\n"
+        )
+        return 4
     if args.vector and not os.path.isfile(args.vector):
         sys.stderr.write(f"Error: vector file not found: {args.vector}\n")
         return 2
+    if args.command == "augment":
+        os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
+        os.makedirs(os.path.join(args.out, "masks"), exist_ok=True)
+        with open(os.path.join(args.out, "manifest.json"), "w") as f:
+            json.dump({"format": "geodiff-paired-dataset-1", "n_samples": 0, "samples": []}, f)
+        emit(progress=1.0, message="done")
+        return 0
     bbox = [float(v) for v in args.bbox.split(",")]
     if args.command == "synth":
         emit(event="device", device="cpu", dtype="float32")

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,12 +70,19 @@ def classes_layer():
     return layer
 
 
-def test_provider_lists_both_algorithms(qgis_app):
-    from qgis.core import QgsApplication
+def test_provider_lists_the_algorithms(qgis_app):
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
 
     provider = QgsApplication.processingRegistry().providerById("geodiff")
     assert provider is not None and provider.isActive()
-    assert {a.id() for a in provider.algorithms()} == {"geodiff:rasterize", "geodiff:synthesize"}
+    assert {a.id() for a in provider.algorithms()} == {
+        "geodiff:rasterize",
+        "geodiff:synthesize",
+        "geodiff:augment",
+    }
+    for alg in provider.algorithms():
+        assert not alg.icon().isNull() and alg.svgIconPath().endswith(".svg")
+        assert alg.helpUrl().startswith("file:")
     synth = QgsApplication.processingRegistry().algorithmById("geodiff:synthesize")
     names = {p.name() for p in synth.parameterDefinitions()}
     assert {
@@ -84,18 +92,44 @@ def test_provider_lists_both_algorithms(qgis_app):
         "CLASS_FIELD",
         "RESOLUTION",
         "MODEL",
+        "MODEL_FOLDER",
         "SEED",
         "STEPS",
         "DEVICE",
+        "OUTPUT_CRS",
         "OUTPUT",
         "MASK_OUTPUT",
     } <= names
+    flagged = {
+        p.name()
+        for p in synth.parameterDefinitions()
+        if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    }
+    assert {"SEED", "STEPS", "DEVICE", "MODEL", "MODEL_FOLDER", "RESOLUTION", "OUTPUT_CRS"} <= flagged
+    help_text = synth.shortHelpString()
+    assert "s of CPU time per 256 px window" in help_text and "minutes per tile" not in help_text
+    assert (
+        "1 m/px" in QgsApplication.processingRegistry().algorithmById("geodiff:rasterize").shortHelpString()
+    )
+    assert "*.osm.gz" in synth.parameterDefinition("FILE").fileFilter()
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Records progress texts: the dialog logs each one, so each must come once per stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts = []
+
+    def setProgressText(self, text):  # noqa: N802
+        self.texts.append(text)
+        super().setProgressText(text)
 
 
 def test_rasterize_streams_progress_and_writes_raster(fake_geodiff, tmp_path):
     out = tmp_path / "map.tif"
     progress = []
-    feedback = QgsProcessingFeedback()
+    feedback = RecordingFeedback()
     feedback.progressChanged.connect(progress.append)
     results, feedback = run(
         "geodiff:rasterize",
@@ -112,8 +146,10 @@ def test_rasterize_streams_progress_and_writes_raster(fake_geodiff, tmp_path):
     assert "--osm" not in args and "--vector" not in args
     assert 80 in [round(p) for p in progress] and progress[-1] == 100
     log = feedback.textLog()
-    assert "step 1/4" in log and "some plain output on stdout" in log
-    assert "step 2/4" not in log  # one log line per stage; every step only goes to the progress label
+    assert "some plain output on stdout" in log
+    # one line per stage, once: not also as a message, and without "(about 0 s left)"
+    assert feedback.texts.count("step 1/4") == 1 and "step 2/4" not in feedback.texts
+    assert "step 1/4" not in log and "s left" not in log + "".join(feedback.texts)
     check_raster(out, EXTENT_3857, "EPSG:3857", bands=1)
 
 
@@ -127,7 +163,7 @@ def test_synthesize_passes_options_and_reports_device(fake_geodiff, tmp_path):
         {
             "EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
             "FILE": str(osm),
-            "MODEL": str(model),
+            "MODEL_FOLDER": str(model),
             "SEED": 7,
             "STEPS": 3,
             "DEVICE": 1,
@@ -162,7 +198,7 @@ def test_synthesize_defaults_with_temporary_outputs(fake_geodiff):
     )
     args = cli_args(fake_geodiff)
     assert (arg_value(args, "--seed"), arg_value(args, "--device")) == ("0", "auto")
-    assert "--steps" not in args and "--model" not in args
+    assert "--steps" not in args and arg_value(args, "--model") == "geodiff-default"
     for key in ("OUTPUT", "MASK_OUTPUT"):
         assert results[key].endswith(".tif")  # the provider's only raster format
         check_raster(results[key], EXTENT_4326, "EPSG:4326")
@@ -308,3 +344,101 @@ def test_executable_from_environment_and_bad_setting(fake_geodiff, monkeypatch, 
     assert fake_geodiff.args_file.exists()
     with pytest.raises(QgsProcessingException, match="not an executable file"):
         find_executable(str(tmp_path / "nope" / "geodiff"))
+
+
+def test_cost_is_logged_first_and_large_runs_are_refused(fake_geodiff, monkeypatch, tmp_path):
+    from geodiff_qgis.cli import MAX_WINDOWS_SETTING
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    params = {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT": str(tmp_path / "a.tif")}
+    _, feedback = run("geodiff:synthesize", params)
+    first = feedback.textLog().splitlines()[0]
+    assert "157 x 159 px" in first and "4 windows" in first and "estimated 20 s" in first
+    monkeypatch.setenv("FAKE_GEODIFF_WINDOWS", "5000")
+    (tmp_path / "a.tif").unlink()
+    fake_geodiff.args_file.unlink()
+    ProcessingConfig.setSettingValue(MAX_WINDOWS_SETTING, 1000)
+    try:
+        text = run_error("geodiff:synthesize", params)
+    finally:
+        ProcessingConfig.setSettingValue(MAX_WINDOWS_SETTING, 2000)
+    assert "5000 windows" in text and "Providers > geodiff" in text
+    assert not fake_geodiff.args_file.exists() and not (tmp_path / "a.tif").exists()  # only the dry run ran
+
+
+def test_unset_mask_output_writes_no_mask(fake_geodiff, tmp_path):
+    results, _ = run(
+        "geodiff:synthesize",
+        {
+            "EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+            "OUTPUT": str(tmp_path / "a.tif"),
+            "MASK_OUTPUT": None,
+        },
+    )
+    args = cli_args(fake_geodiff)
+    assert "--no-mask" in args and "--mask-out" not in args
+    assert results["MASK_OUTPUT"] is None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tif") == ["a.tif"]
+
+
+@pytest.mark.parametrize(("crs", "message"), [("EPSG:3857", "Web Mercator"), ("EPSG:2227", "not in metres")])
+def test_output_crs_must_be_metric(fake_geodiff, tmp_path, crs, message):
+    params = {
+        "EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+        "OUTPUT_CRS": crs,
+        "OUTPUT": str(tmp_path / "m.tif"),
+    }
+    assert message in run_error("geodiff:rasterize", params)
+    assert not fake_geodiff.args_file.exists()
+
+
+def test_metric_output_crs_is_passed(fake_geodiff, tmp_path):
+    run("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT_CRS": "EPSG:3067",
+                              "OUTPUT": str(tmp_path / "m.tif")})  # fmt: skip
+    assert arg_value(cli_args(fake_geodiff), "--crs") == "EPSG:3067"
+
+
+def test_errors_name_the_dialog_parameters(fake_geodiff, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_GEODIFF_MODE", "empty")
+    text = run_error("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                           "OUTPUT": str(tmp_path / "m.tif")})  # fmt: skip
+    assert "'Allow an all-background map'" in text and "--allow-empty" not in text
+    monkeypatch.setenv("FAKE_GEODIFF_MODE", "ok")
+    run("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "ALLOW_EMPTY": True,
+                              "OUTPUT": str(tmp_path / "m2.tif")})  # fmt: skip
+    assert "--allow-empty" in cli_args(fake_geodiff)
+
+
+def test_model_parameter_lists_installed_models(fake_geodiff, tmp_path):
+    from geodiff_qgis import cli
+    from qgis.core import QgsApplication
+
+    cli._MODELS_CACHE.clear()
+    alg = QgsApplication.processingRegistry().createAlgorithmById("geodiff:synthesize")
+    assert alg.parameterDefinition("MODEL").options() == ["geodiff-default", "my-region"]
+    import processing
+
+    processing.run(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": 1,
+                         "OUTPUT": str(tmp_path / "a.tif")})  # fmt: skip
+    assert arg_value(cli_args(fake_geodiff), "--model") == "my-region"
+
+
+def test_augment_over_an_extent_and_over_polygons(fake_geodiff, tmp_path):
+    results, _ = run(
+        "geodiff:augment",
+        {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 3, "SEEDS_PER_TILE": 2, "FORMAT": 1,
+         "OUTPUT_FOLDER": str(tmp_path / "aug")},
+    )  # fmt: skip
+    args = cli_args(fake_geodiff)
+    assert args[0] == "augment" and arg_value(args, "--n-windows") == "3"
+    assert arg_value(args, "--seeds-per-window") == "2" and arg_value(args, "--format") == "png"
+    assert [float(v) for v in arg_value(args, "--area").split(",")] == list(EXTENT_4326)
+    assert (
+        results["MANIFEST"] == str(tmp_path / "aug" / "manifest.json") and Path(results["MANIFEST"]).is_file()
+    )
+
+    run("geodiff:augment", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "AREAS": classes_layer(),
+                            "OUTPUT_FOLDER": str(tmp_path / "aug2")})  # fmt: skip
+    args = cli_args(fake_geodiff)
+    assert "--windows" in args and "--area" not in args
+    assert not Path(arg_value(args, "--windows")).exists()  # the temporary polygon file is cleaned up

@@ -62,7 +62,7 @@ def test_real_synthesize(real_cli, sample_osm, tmp_path):
         {
             "EXTENT": extent(bbox),
             "FILE": str(sample_osm),
-            "MODEL": model,
+            "MODEL_FOLDER": model,
             "SEED": 1,
             "STEPS": 2,
             "DEVICE": 1,
@@ -72,3 +72,127 @@ def test_real_synthesize(real_cli, sample_osm, tmp_path):
     )
     check_raster(out, bbox, "EPSG:4326", bands=3)
     check_raster(mask, bbox, "EPSG:4326", bands=1)
+
+
+def tiny_model_or_skip():
+    model = os.environ.get("GEODIFF_TEST_MODEL")
+    if not model or not Path(model).is_dir():
+        pytest.skip("set GEODIFF_TEST_MODEL to a tiny model folder to run synth end to end")
+    return model
+
+
+@pytest.mark.parametrize("real_cli", ["rasterize"], indirect=True)
+def test_web_mercator_extent_gives_the_grid_of_the_same_area_in_lonlat(real_cli, sample_osm, tmp_path):
+    """A canvas in EPSG:3857 (the usual CRS over OSM basemaps) only describes the area: same UTM grid."""
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
+
+    w, s, e, n = osm_bounds(sample_osm)
+    to_merc = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:4326"),
+        QgsCoordinateReferenceSystem("EPSG:3857"),
+        QgsProject.instance(),
+    )
+    merc = to_merc.transform(QgsRectangle(w, s, e, n))
+    grids = {}
+    for name, ext in (
+        ("lonlat", extent((w, s, e, n))),
+        ("mercator", f"{merc.xMinimum()},{merc.xMaximum()},{merc.yMinimum()},{merc.yMaximum()} [EPSG:3857]"),
+    ):
+        out = tmp_path / f"{name}.tif"
+        processing.run("geodiff:rasterize", {"EXTENT": ext, "FILE": str(sample_osm), "OUTPUT": str(out)})
+        from qgis.core import QgsRasterLayer
+
+        layer = QgsRasterLayer(str(out), name)
+        grids[name] = (
+            layer.crs().authid(),
+            layer.width(),
+            layer.height(),
+            round(layer.rasterUnitsPerPixelX(), 6),
+        )
+    assert grids["mercator"][0] == grids["lonlat"][0] and grids["lonlat"][0].startswith("EPSG:326")
+    assert grids["mercator"][3] == grids["lonlat"][3] == 1.0  # the model's metres, not Mercator's
+    assert (
+        abs(grids["mercator"][1] - grids["lonlat"][1]) <= 1
+        and abs(grids["mercator"][2] - grids["lonlat"][2]) <= 1
+    )
+
+
+@pytest.mark.parametrize("real_cli", ["rasterize"], indirect=True)
+def test_semantic_map_opens_with_five_named_classes(real_cli, sample_osm, tmp_path):
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    out = tmp_path / "map.tif"
+    processing.run("geodiff:rasterize", {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm),
+                                         "OUTPUT": str(out)})  # fmt: skip
+    layer = QgsRasterLayer(str(out), "map")  # as QGIS opens any file: the .qml beside it is its default style
+    layer.loadDefaultStyle()
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted"
+    assert [c.label for c in renderer.classes()] == ["background", "building", "road", "water", "vegetation"]
+    rgb_style = (tmp_path / "map.qml").read_text()
+    assert "paletteEntry" in rgb_style
+
+
+@pytest.mark.parametrize("real_cli", ["synth"], indirect=True)
+def test_unset_mask_output_writes_no_mask_and_rgb_opens_unstretched(real_cli, sample_osm, tmp_path):
+    import processing
+    from qgis.core import QgsContrastEnhancement, QgsRasterLayer
+
+    model = tiny_model_or_skip()
+    (tmp_path / "area.mask.tif").write_bytes(b"not geodiff's to replace")
+    processing.run(
+        "geodiff:synthesize",
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model, "STEPS": 2,
+         "DEVICE": 1, "OUTPUT": str(tmp_path / "area.tif"), "MASK_OUTPUT": None},
+    )  # fmt: skip
+    assert (tmp_path / "area.mask.tif").read_bytes() == b"not geodiff's to replace"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["area.mask.tif", "area.qml", "area.tif"]
+    layer = QgsRasterLayer(str(tmp_path / "area.tif"), "rgb")
+    layer.loadDefaultStyle()
+    red = layer.renderer().redContrastEnhancement()
+    assert red is None or red.contrastEnhancementAlgorithm() == QgsContrastEnhancement.NoEnhancement
+
+
+@pytest.mark.parametrize("real_cli", ["synth"], indirect=True)
+def test_cancel_leaves_no_file_at_all(real_cli, sample_osm, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    model = tiny_model_or_skip()
+
+    class CancelWhenDenoising(QgsProcessingFeedback):
+        def setProgress(self, progress):  # noqa: N802
+            super().setProgress(progress)
+            if progress > 2:  # well inside the run: geodiff's temporary files exist
+                self.cancel()
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(QgsProcessingException, match="canceled"):
+        processing.run(
+            "geodiff:synthesize",
+            {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model,
+             "STEPS": 1000, "DEVICE": 1, "OUTPUT": str(out_dir / "area.tif"),
+             "MASK_OUTPUT": str(out_dir / "area.mask.tif")},
+            feedback=CancelWhenDenoising(),
+        )  # fmt: skip
+    assert list(out_dir.iterdir()) == []  # not even hidden .partial files
+
+
+@pytest.mark.parametrize("real_cli", ["augment"], indirect=True)
+def test_real_augment(real_cli, sample_osm, tmp_path):
+    import json
+
+    import processing
+
+    model = tiny_model_or_skip()
+    results = processing.run(
+        "geodiff:augment",
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model, "STEPS": 1,
+         "DEVICE": 1, "N_TILES": 2, "FORMAT": 1, "OUTPUT_FOLDER": str(tmp_path / "aug")},
+    )  # fmt: skip
+    manifest = json.loads(Path(results["MANIFEST"]).read_text())
+    assert manifest["n_samples"] == 2
+    assert len(list((tmp_path / "aug" / "images").iterdir())) == 2

@@ -6,17 +6,56 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsUnitTypes,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
+from qgis.PyQt.QtGui import QIcon
 
 from ..cli import EXECUTABLE_SETTING, find_executable, run_geodiff
 
 OSM_ATTRIBUTION = "Map data (c) OpenStreetMap contributors, ODbL (https://www.openstreetmap.org/copyright)"
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+# Measured, not guessed: bench/results/cpu.md and the model card (2 CPU threads, 20 DPM-Solver++ steps).
+CPU_SECONDS_PER_WINDOW = 5
+
+# The CLI's option names in its messages, said in terms of this dialog's parameters.
+CLI_TERMS = {
+    "--allow-empty": "'Allow an all-background map'",
+    "--model DIR": "the 'Model folder' parameter",
+    "--model": "the 'Model' parameter",
+    "--resolution": "'Resolution'",
+    "--osm FILE": "'OpenStreetMap file'",
+    "--osm": "'OpenStreetMap file'",
+    "--vector": "'Vector layer with classes'",
+    "--crs": "'Output CRS'",
+    "--steps": "'Denoising steps'",
+    "--seed": "'Random seed'",
+    "--device cpu": "'Device' = cpu",
+    "--device": "'Device'",
+    "--bbox": "'Area'",
+    "--n-windows": "'Number of tiles'",
+    "--min-labeled": "'Minimum mapped fraction'",
+    "GEODIFF_MAX_PIXELS": "GEODIFF_MAX_PIXELS (an environment variable of the geodiff program)",
+}
+
+
+def in_dialog_terms(text):
+    """Replace CLI option names in a geodiff message by the names of the dialog's parameters."""
+    for cli_name in sorted(CLI_TERMS, key=len, reverse=True):  # longest first: '--model DIR' before '--model'
+        text = text.replace(cli_name, CLI_TERMS[cli_name])
+    return text
+
+
+def advanced(param):
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
 
 
 class GeodiffAlgorithm(QgsProcessingAlgorithm):
@@ -25,7 +64,9 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
     VECTOR = "VECTOR"
     CLASS_FIELD = "CLASS_FIELD"
     RESOLUTION = "RESOLUTION"
+    OUTPUT_CRS = "OUTPUT_CRS"
     OUTPUT = "OUTPUT"
+    ICON = "icon.svg"
 
     def tr(self, text):
         return QCoreApplication.translate(type(self).__name__, text)
@@ -33,14 +74,26 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
-    def add_source_parameters(self):
+    def icon(self):
+        return QIcon(str(PLUGIN_DIR / "icons" / self.ICON))
+
+    def svgIconPath(self):  # noqa: N802
+        return str(PLUGIN_DIR / "icons" / self.ICON)
+
+    def helpUrl(self):  # noqa: N802
+        # no public homepage yet: the plugin's own README, shipped inside the plugin
+        return QUrl.fromLocalFile(str(PLUGIN_DIR / "README.md")).toString()
+
+    def add_source_parameters(self, resolution=True):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Area (extent and its CRS)")))
         self.addParameter(
             QgsProcessingParameterFile(
                 self.FILE,
                 self.tr("OpenStreetMap file (empty: download the area from Overpass)"),
                 optional=True,
-                fileFilter=self.tr("OpenStreetMap files (*.osm *.pbf *.bz2);;All files (*.*)"),
+                fileFilter=self.tr(
+                    "OpenStreetMap files (*.osm *.osm.pbf *.pbf *.osm.bz2 *.bz2 *.osm.gz *.gz);;All files (*.*)"
+                ),
             )
         )
         self.addParameter(
@@ -60,17 +113,42 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
+        if resolution:
+            self.addParameter(
+                advanced(
+                    QgsProcessingParameterNumber(
+                        self.RESOLUTION,
+                        self.tr(self.RESOLUTION_LABEL),
+                        QgsProcessingParameterNumber.Double,
+                        optional=True,
+                    )
+                )
+            )
         self.addParameter(
-            QgsProcessingParameterNumber(
-                self.RESOLUTION,
-                self.tr("Resolution in metres per pixel (empty: the model's or geodiff's default)"),
-                QgsProcessingParameterNumber.Double,
-                optional=True,
+            advanced(
+                QgsProcessingParameterCrs(
+                    self.OUTPUT_CRS,
+                    self.tr("Output CRS, projected in metres (empty: the UTM zone of the area)"),
+                    optional=True,
+                )
             )
         )
 
-    def source_arguments(self, parameters, context, feedback):
-        """CLI arguments for area, source and resolution; raises QgsProcessingException on bad input."""
+    RESOLUTION_LABEL = "Resolution in metres per pixel (empty: 1 m/px, the default model's)"
+
+    def source_arguments(self, parameters, context, feedback, resolution=True):
+        """CLI arguments for area (``--bbox``), map source, output CRS and resolution; raises
+        QgsProcessingException on bad input."""
+        bbox, crs = self.area_arguments(parameters, context)
+        return [
+            f"--bbox={bbox}",
+            "--bbox-crs",
+            crs,
+            *self.map_arguments(parameters, context, feedback, resolution),
+        ]
+
+    def area_arguments(self, parameters, context):
+        """``(W,S,E,N text, CRS text)`` of the Area extent."""
         extent = self.parameterAsExtent(parameters, self.EXTENT, context)
         crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
         if extent.isNull() or extent.isEmpty() or extent.width() <= 0 or extent.height() <= 0:
@@ -84,12 +162,20 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
                     "'xmin,xmax,ymin,ymax [EPSG:4326]' or pick it on the map."
                 )
             )
-        # W,S,E,N in the extent's own CRS; geodiff reprojects. Custom CRSs have no authid: pass their WKT.
+        # W,S,E,N in the extent's own CRS, which only describes the area: geodiff builds its grid in the local
+        # UTM zone (or the metric Output CRS), so a Web Mercator canvas gets the model's true ground scale.
+        # Custom CRSs have no authid: pass their WKT.
         bbox = ",".join(
             repr(v) for v in (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
         )
-        args = [f"--bbox={bbox}", "--bbox-crs", crs.authid() or crs.toWkt()]
+        return bbox, crs.authid() or crs.toWkt()
 
+    def map_arguments(self, parameters, context, feedback, resolution=True):
+        """CLI arguments for the map source, the output CRS and (``resolution``) the resolution.
+
+        Notes for the log are kept in ``self.notes`` and logged when geodiff starts (after the cost line)."""
+        args = []
+        self.notes = []
         osm = self.parameterAsFile(parameters, self.FILE, context)
         has_vector = parameters.get(self.VECTOR) not in (None, "")
         if osm and has_vector:
@@ -103,11 +189,29 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
         elif has_vector:
             args += self._vector_arguments(parameters, context, feedback)
         else:
-            feedback.pushInfo(
+            self.notes.append(
                 self.tr("No OSM file or vector layer given: geodiff downloads the area from Overpass.")
             )
 
-        if parameters.get(self.RESOLUTION) not in (None, ""):
+        out_crs = self.parameterAsCrs(parameters, self.OUTPUT_CRS, context)
+        if parameters.get(self.OUTPUT_CRS) not in (None, "") and out_crs.isValid():
+            if out_crs.mapUnits() != QgsUnitTypes.DistanceMeters or out_crs.isGeographic():
+                raise QgsProcessingException(
+                    self.tr(
+                        "The Output CRS {} is not in metres: the model's scale is metres per pixel; choose a "
+                        "projected metric CRS or leave it empty (the local UTM zone)."
+                    ).format(out_crs.authid())
+                )
+            if out_crs.authid() in ("EPSG:3857", "EPSG:900913", "EPSG:3395"):
+                raise QgsProcessingException(
+                    self.tr(
+                        "The Output CRS {} (Web Mercator) is metric only at the equator: the model would see the "
+                        "wrong ground scale. Leave it empty (the local UTM zone) or choose an equal-scale CRS."
+                    ).format(out_crs.authid())
+                )
+            args += ["--crs", out_crs.authid() or out_crs.toWkt()]
+
+        if resolution and parameters.get(self.RESOLUTION) not in (None, ""):
             resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context)
             if not resolution > 0:
                 raise QgsProcessingException(
@@ -148,8 +252,14 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
             )
         return path
 
-    def run_cli(self, args, feedback):
+    def executable(self):
         from processing.core.ProcessingConfig import ProcessingConfig
 
-        executable = find_executable(ProcessingConfig.getSetting(EXECUTABLE_SETTING))
-        run_geodiff(executable, [*args, "--progress", "json", "--overwrite"], feedback)
+        return find_executable(ProcessingConfig.getSetting(EXECUTABLE_SETTING))
+
+    def run_cli(self, args, feedback, overwrite=True):
+        """Run geodiff; outputs named in the dialog may be replaced (QGIS's convention), nothing else."""
+        for note in getattr(self, "notes", []):
+            feedback.pushInfo(note)
+        extra = ["--progress", "json"] + (["--overwrite"] if overwrite else [])
+        run_geodiff(self.executable(), [*args, *extra], feedback, translate=in_dialog_terms)
