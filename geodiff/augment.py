@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from geodiff.errors import (
 )
 from geodiff.grid import BBox, Grid, parse_bbox
 from geodiff.progress import ProgressCallback, report
-from geodiff.synth import Sampler
+from geodiff.synth import Sampler, SynthPlan
 
 FORMATS = ("tif", "png")
 
@@ -244,6 +244,7 @@ def generate_dataset(
     min_labeled: float = 0.0,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    client: Any = None,
 ) -> AugmentResult:
     """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
 
@@ -275,6 +276,9 @@ def generate_dataset(
         Allow replacing a dataset geodiff wrote before.
     progress
         ``progress(fraction, message)`` callback.
+    client
+        A ``distributed.Client``: every sample is rendered as a task on that Dask cluster (the client reads the
+        map and writes the files); see :func:`geodiff.distributed.dask_client`.
 
     Returns
     -------
@@ -350,32 +354,46 @@ def generate_dataset(
         else:
             todo = [(b, crs) for b in (windows or [])]  # windows are read lazily: output starts at once
         total = len(todo) * seeds_per_window
+
+        def jobs() -> Iterator[tuple[int, int, SynthPlan, Any]]:
+            feats = features
+            for wi, (box, box_crs) in enumerate(todo):
+                for k in range(seeds_per_window):
+                    plan = plan_synthesis(
+                        box, seed=seed + k, crs=box_crs, osm_path=osm_path, vector_path=vector_path,
+                        class_field=class_field, settings=settings, **sampling,
+                    )  # fmt: skip
+                    if (
+                        area is None and k == 0
+                    ):  # a listed window: read its own canvas's map once for all seeds
+                        canvas = plan.canvas_grid()
+                        feats = source.load(BBox(*canvas.bounds, crs=canvas.crs), settings)
+                    yield wi, seed + k, plan, feats
+
+        if client is not None:  # each sample is a task on the Dask cluster; results come back in order
+            from geodiff.distributed import render_tasks
+
+            rendered = render_tasks(client, jobs())
+        else:
+            rendered = (
+                (wi, s, plan, render(plan, model_obj, feats, settings)) for wi, s, plan, feats in jobs()
+            )
         records: list[dict[str, Any]] = []
-        for wi, (box, box_crs) in enumerate(todo):
-            for k in range(seeds_per_window):
-                s = seed + k
-                plan = plan_synthesis(
-                    box, seed=s, crs=box_crs, osm_path=osm_path, vector_path=vector_path,
-                    class_field=class_field, settings=settings, **sampling,
-                )  # fmt: skip
-                if area is None and k == 0:  # a listed window: read its own canvas's map once for all seeds
-                    canvas = plan.canvas_grid()
-                    features = source.load(BBox(*canvas.bounds, crs=canvas.crs), settings)
-                rgb, class_map = render(plan, model_obj, features, settings)
-                win = Window(wi, plan.grid, class_map)
-                sid = _sample_id(wi, s)
-                tags = {
-                    "MODEL": ref.name,
-                    "SEED": s,
-                    "STEPS": steps,
-                    "SAMPLER": sampler,
-                    "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
-                    "GEODIFF_VERSION": __version__,
-                    "SYNTHETIC": "yes",
-                }
-                image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
-                records.append(_record(sid, image_rel, mask_rel, win, s))
-                report(progress, len(records) / total, f"sample {len(records)}/{total}")
+        for wi, s, plan, (rgb, class_map) in rendered:
+            win = Window(wi, plan.grid, class_map)
+            sid = _sample_id(wi, s)
+            tags = {
+                "MODEL": ref.name,
+                "SEED": s,
+                "STEPS": steps,
+                "SAMPLER": sampler,
+                "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
+                "GEODIFF_VERSION": __version__,
+                "SYNTHETIC": "yes",
+            }
+            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
+            records.append(_record(sid, image_rel, mask_rel, win, s))
+            report(progress, len(records) / total, f"sample {len(records)}/{total}")
         _write_manifests(
             tmp,
             records,

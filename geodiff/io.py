@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import stat
 import tempfile
@@ -228,7 +229,7 @@ def class_map_qml() -> str:
 
     entries = "".join(
         f'        <paletteEntry value="{c.id}" color="#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}" '
-        f"alpha=\"255\" label={quoteattr(c.name)}/>\n"
+        f'alpha="255" label={quoteattr(c.name)}/>\n'
         for c in CLASSES
     )
     return (
@@ -290,6 +291,16 @@ def verify_raster(path: Path, width: int, height: int, count: int) -> None:
         raise OutputError(f"the written raster is incomplete ({exc}): the disk may be full") from exc
 
 
+COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "2", "LEVEL": "6", "BIGTIFF": "IF_SAFER",
+               "OVERVIEWS": "IGNORE_EXISTING"}  # fmt: skip
+
+
+def cog_blocksize(grid: Grid) -> int:
+    """512 px COG tiles, smaller for small rasters so they still get overviews (GDAL stops at one tile)."""
+    side = min(grid.width, grid.height)
+    return int(max(64, min(512, 2 ** math.floor(math.log2(max(side, 2) / 2)))))
+
+
 @contextlib.contextmanager
 def geotiff_writer(
     path: str | os.PathLike[str],
@@ -299,12 +310,16 @@ def geotiff_writer(
     tags: Mapping[str, object] | None = None,
     band_descriptions: tuple[str, ...] | None = None,
     overwrite: bool = False,
+    cog: bool = False,
+    overview_resampling: str = "average",
     **profile: object,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """Open an atomic, tiled, compressed GeoTIFF for block-wise writing (``dst.write(arr, window=...)``).
 
     The file appears under ``path`` only after it was closed, synced and read back complete (see
-    :func:`atomic_path`); an existing file is replaced only with ``overwrite``.
+    :func:`atomic_path`); an existing file is replaced only with ``overwrite``. With ``cog`` the finished
+    GeoTIFF is copied into a Cloud-Optimized GeoTIFF with internal overviews (GDAL's COG driver;
+    ``overview_resampling`` "average" for imagery, "nearest" for class maps), so large areas open at once.
     """
     opts = dict(GTIFF_PROFILE)
     opts.update(profile)
@@ -316,24 +331,38 @@ def geotiff_writer(
         verify_raster(tmp, grid.width, grid.height, count)
 
     with atomic_path(path, overwrite=overwrite, verify=verify) as tmp:
+        stage = tmp.with_name(tmp.name + ".gtiff") if cog else tmp
         try:
-            with rasterio.open(
-                tmp,
-                "w",
-                width=grid.width,
-                height=grid.height,
-                count=count,
-                dtype=dtype,
-                crs=grid.crs.to_wkt(),
-                transform=grid.transform,
-                **opts,
-            ) as dst:
-                dst.update_tags(**provenance_tags(tags))
-                for i, desc in enumerate(band_descriptions or (), start=1):
-                    dst.set_band_description(i, desc)
-                yield dst
-        except rasterio.errors.RasterioError as exc:  # GDAL write errors (e.g. "No space left on device")
-            raise OutputError(f"writing {path} failed ({exc}); nothing was written under that name") from exc
+            try:
+                with rasterio.open(
+                    stage,
+                    "w",
+                    width=grid.width,
+                    height=grid.height,
+                    count=count,
+                    dtype=dtype,
+                    crs=grid.crs.to_wkt(),
+                    transform=grid.transform,
+                    **opts,
+                ) as dst:
+                    dst.update_tags(**provenance_tags(tags))
+                    for i, desc in enumerate(band_descriptions or (), start=1):
+                        dst.set_band_description(i, desc)
+                    yield dst
+                if cog:
+                    from rasterio.shutil import copy as rio_copy
+
+                    rio_copy(stage, tmp, driver="COG", RESAMPLING=overview_resampling.upper(),
+                             BLOCKSIZE=str(cog_blocksize(grid)), **COG_OPTIONS)  # fmt: skip
+            except rasterio.errors.RasterioError as exc:  # GDAL write errors (e.g. "No space left on device")
+                raise OutputError(
+                    f"writing {path} failed ({exc}); nothing was written under that name"
+                ) from exc
+        finally:
+            if cog:
+                for leftover in (stage, stage.with_name(stage.name + ".aux.xml")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
 
 
 @contextlib.contextmanager
@@ -343,12 +372,15 @@ def class_map_writer(
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
     style: bool = True,
+    cog: bool = False,
 ) -> Iterator[rasterio.io.DatasetWriter]:
-    """An atomic one-band class-map GeoTIFF (colour table, class names, attribution) for block-wise writing."""
+    """An atomic one-band class-map GeoTIFF (colour table, class names, attribution) for block-wise writing;
+    a COG with nearest-neighbour overviews (class ids are not averaged) with ``cog``."""
     all_tags = {**class_table_tags(), **(tags or {})}
     with geotiff_writer(
-        path, grid, 1, "uint8", all_tags, ("semantic class",), overwrite=overwrite, nodata=None
-    ) as dst:
+        path, grid, 1, "uint8", all_tags, ("semantic class",), overwrite=overwrite, cog=cog,
+        overview_resampling="nearest", nodata=None,
+    ) as dst:  # fmt: skip
         cmap = {c.id: (*c.color, 255) for c in CLASSES}
         cmap[IGNORE] = (0, 0, 0, 0)
         dst.write_colormap(1, cmap)
@@ -401,11 +433,14 @@ def rgb_writer(
     tags: Mapping[str, object] | None = None,
     overwrite: bool = False,
     style: bool = True,
+    cog: bool = False,
 ) -> Iterator[rasterio.io.DatasetWriter]:
-    """An atomic RGB GeoTIFF writer for block-wise output of large mosaics (with a 0-255 QGIS style beside it)."""
+    """An atomic RGB GeoTIFF writer for block-wise output of large mosaics (with a 0-255 QGIS style beside it);
+    a COG with average-resampled overviews with ``cog``."""
     with geotiff_writer(
-        path, grid, 3, "uint8", tags, ("red", "green", "blue"), overwrite=overwrite, photometric="RGB"
-    ) as dst:
+        path, grid, 3, "uint8", tags, ("red", "green", "blue"), overwrite=overwrite, cog=cog,
+        overview_resampling="average", photometric="RGB",
+    ) as dst:  # fmt: skip
         yield dst
     if style:
         write_style(path, rgb_qml(), overwrite=overwrite)

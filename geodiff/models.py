@@ -86,6 +86,13 @@ class ModelRef:
     config: ModelConfig
     _loaded: dict[str, GeodiffModel] = field(default_factory=dict, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a reference travels (to Dask workers) as its folder; only an in-memory model travels with its weights
+        state = dict(vars(self))
+        if self.path is not None:
+            state["_loaded"] = {}
+        return state
+
     def load(self, device: str = "auto") -> GeodiffModel:
         """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU)."""
         from geodiff.model import GeodiffModel
@@ -153,7 +160,9 @@ def resolve_model(
     """
     if isinstance(model, ModelRef):
         return model
-    core = sys.modules.get("geodiff.model.core")  # an instance exists only once the class (and torch) is loaded
+    core = sys.modules.get(
+        "geodiff.model.core"
+    )  # an instance exists only once the class (and torch) is loaded
     if core is not None and isinstance(model, core.GeodiffModel):
         ref = ModelRef(str(getattr(model, "name_or_path", "in-memory model")), None, model.config)
         ref._loaded[str(model.device)] = model

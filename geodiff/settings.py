@@ -54,6 +54,8 @@ class Settings:
     """Largest grid (width x height) geodiff will allocate; larger requests must be split."""
     max_strip_pixels: int = 16_000_000
     """Synthesis works on strips of at most about this many canvas pixels at a time (bounds RAM/GPU memory)."""
+    cog_min_pixels: int = 16_000_000
+    """Outputs with more pixels than this are written as Cloud-Optimized GeoTIFFs with overviews (``--cog``)."""
     default_resolution_m: float = DEFAULT_RESOLUTION_M
     model_dir: Path | None = None
     """The default model's folder; unset = ``geodiff-default`` from the user's model folder or the package."""
@@ -70,6 +72,7 @@ _POSITIVE = {
     "overpass_max_wait_s",
     "max_pixels",
     "max_strip_pixels",
+    "cog_min_pixels",
     "default_resolution_m",
 }
 

@@ -13,9 +13,10 @@ command or bbox they are part of.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -92,6 +93,7 @@ class SynthPlan:
     out_path: Path | None = None
     mask_path: Path | None = None
     overwrite: bool = False
+    cog: bool = False
     seconds_estimate: float | None = None
 
     @property
@@ -153,6 +155,7 @@ class SynthPlan:
             "device": self.device,
             "model": self.model.name,
             "outputs": [str(p) for p in self.outputs],
+            "cog": self.cog,
             "seconds_estimate": None if self.seconds_estimate is None else round(self.seconds_estimate, 1),
         }
 
@@ -243,6 +246,7 @@ def plan_synthesis(
     crs: str | None = None,
     blend: bool = True,
     overwrite: bool = False,
+    cog: bool | None = None,
     estimate: bool = False,
     settings: Settings | None = None,
 ) -> SynthPlan:
@@ -275,6 +279,9 @@ def plan_synthesis(
         Overlapping, blended windows (``False``: independent tiles, seams visible; for comparison).
     overwrite
         Allow replacing existing outputs (refused by default).
+    cog
+        Write Cloud-Optimized GeoTIFFs with internal overviews; default: for grids over
+        ``settings.cog_min_pixels`` pixels (small areas stay plain tiled GeoTIFFs).
     estimate
         Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model).
     settings
@@ -339,6 +346,7 @@ def plan_synthesis(
         out,
         mask,
         overwrite,
+        cog=bool(cog) if cog is not None else grid.width * grid.height > settings.cog_min_pixels,
     )
     if estimate:
         plan.seconds_estimate = estimate_seconds(ref.load(dev), plan)
@@ -447,6 +455,124 @@ RowSink = Callable[[np.ndarray, np.ndarray, int], None]
 """``sink(rgb_rows (h, W, 3) uint8, class_rows (h, W) uint8, first_row)``: receives finished bbox-grid rows."""
 
 
+@dataclass
+class StripResult:
+    """One strip's denoised canvas rows, split so strips can be computed anywhere and assembled exactly.
+
+    Rows ``[0, head)`` (the window row shared with the previous strip) and ``[keep, height)`` (the one shared
+    with the next) stay float32, since assembly cross-fades them; the rows in between are final uint8. When the
+    two shared bands overlap (strips of two window rows) the whole strip stays float32 in ``full``.
+    """
+
+    index: int
+    class_map: np.ndarray  # uint8 rows [0, keep) of the strip's map
+    head: np.ndarray | None = None
+    mid: np.ndarray | None = None
+    tail: np.ndarray | None = None
+    full: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+
+
+def strip_rows(plan: SynthPlan, s: int) -> tuple[int, int, int, int]:
+    """``(top, height, keep, head)`` of strip ``s``: canvas row, height, rows it finalises, shared head rows."""
+    lay, n = plan.layout, len(plan.strips)
+    first, stop = plan.strips[s]
+    top = lay.rows[first]
+    height = lay.rows[stop - 1] + lay.tile - top
+    keep = height if s == n - 1 else lay.rows[stop - 1] - top  # the last window row goes on to the next strip
+    return top, height, keep, (lay.tile if s > 0 else 0)
+
+
+STRIP_FEATURE_MARGIN_M = 250.0
+"""Features this close to a strip are sent with it: buffered lines (the widest roads) reach into it."""
+
+
+def strip_features(plan: SynthPlan, features: gpd.GeoDataFrame, s: int) -> gpd.GeoDataFrame:
+    """The part of ``features`` strip ``s`` can see (what a distributed task is sent): everything near the
+    strip, and every coastline (the sea is filled from coastlines that may lie far outside the strip)."""
+    import shapely
+
+    from geodiff.osm.features import lonlat_bounds
+
+    if len(features) == 0:
+        return features
+    top, height, _, _ = strip_rows(plan, s)
+    x0, y0, x1, y1 = plan.canvas_grid().window(top, 0, height, plan.layout.width).bounds
+    m = STRIP_FEATURE_MARGIN_M
+    box = shapely.box(*lonlat_bounds(BBox(x0 - m, y0 - m, x1 + m, y1 + m, crs=plan.grid.crs)))
+    keep = np.zeros(len(features), bool)
+    keep[features.sindex.query(box, predicate="intersects")] = True
+    keep |= (features["kind"] == "coastline").to_numpy()
+    return features.iloc[np.flatnonzero(keep)]  # original order: the rasterizer sees what it would have
+
+
+def compute_strip(
+    plan: SynthPlan,
+    model: GeodiffModel,
+    features: gpd.GeoDataFrame,
+    s: int,
+    progress: ProgressCallback | None = None,
+) -> StripResult:
+    """Rasterize and denoise strip ``s`` of ``plan`` on its own: no other strip is needed."""
+    from geodiff.rasterize import rasterize_features
+
+    lay, f = plan.layout, model.latent_factor
+    top, height, keep, head = strip_rows(plan, s)
+    key = place_key(plan.grid.crs)
+    class_map = rasterize_features(features, plan.canvas_grid().window(top, 0, height, lay.width))
+    lat_r, lat_c = (lay.canvas_row + top) // f, lay.canvas_col // f
+    noise = location_noise(plan.seed, key, lat_r, lat_c, height // f, lay.width // f, model.latent_channels)
+    rgb = denoise_canvas(
+        model, class_map, noise, plan.steps, plan.sampler, plan.batch_size, lay.overlap, plan.guidance_scale,
+        _canvas_generator(plan.seed, key, lat_r, lat_c), progress,
+    )  # fmt: skip
+    tail = rgb[keep:] if keep < height else None
+    if head > keep:
+        return StripResult(s, class_map[:keep], full=rgb)
+    return StripResult(
+        s, class_map[:keep], head=rgb[:head] if head else None, mid=_to_uint8(rgb[head:keep]), tail=tail
+    )
+
+
+def assemble(plan: SynthPlan, results: Iterator[StripResult], sink: RowSink) -> None:
+    """Cross-fade consecutive strips over their shared window row and hand finished bbox rows to ``sink``.
+
+    ``results`` must come in strip order; only the previous strip's shared band is held in memory.
+    """
+    lay, grid = plan.layout, plan.grid
+    g_row, g_col = global_origin(grid)
+    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # bbox grid inside the canvas
+    pending: np.ndarray | None = None  # the previous strip's last window row, float
+    for res in results:
+        top, height, keep, _ = strip_rows(plan, res.index)
+        if res.full is not None:
+            rgb = res.full.copy()
+            if pending is not None:
+                rgb[: len(pending)] = _cross_fade(pending, rgb[: len(pending)])
+            rows_u8 = _to_uint8(rgb[:keep])
+            pending = rgb[keep:] if keep < height else None
+        else:
+            parts = []
+            if res.head is not None:
+                parts.append(_to_uint8(_cross_fade(pending, res.head) if pending is not None else res.head))
+            parts.append(res.mid)
+            rows_u8 = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            pending = res.tail
+        # clip the finished canvas rows [top, top + keep) to the bbox grid
+        r0, r1 = max(top, off_r), min(top + keep, off_r + grid.height)
+        if r1 > r0:
+            rows, cols = slice(r0 - top, r1 - top), slice(off_c, off_c + grid.width)
+            sink(rows_u8[rows, cols], res.class_map[rows, cols], r0 - off_r)
+
+
+def _cross_fade(pending: np.ndarray, new: np.ndarray) -> np.ndarray:
+    band = pending.shape[0]
+    ramp = ((np.arange(band) + 0.5) / band)[:, None, None].astype(np.float32)
+    return pending * (1 - ramp) + new * ramp
+
+
 def run_plan(
     plan: SynthPlan,
     model: GeodiffModel,
@@ -455,58 +581,24 @@ def run_plan(
     settings: Settings | None = None,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Denoise ``plan`` strip by strip, cross-fade shared window rows, hand finished rows to ``sink``.
+    """Denoise ``plan`` strip by strip in this process and hand finished rows to ``sink``.
 
     ``features`` (a FeatureSet covering the canvas) are loaded from the plan's source when not given.
+    :mod:`geodiff.distributed` computes the same strips on a Dask cluster and assembles them the same way.
     """
-    from geodiff.rasterize import rasterize_features
-
     settings = settings or get_settings()
-    lay, grid = plan.layout, plan.grid
-    tile, f = lay.tile, model.latent_factor
-    canvas_grid = plan.canvas_grid()
     if features is None:
         report(progress, 0.0, "loading map features")
         # features for the whole canvas (not only the bbox) so windows past the bbox edge see the real map
-        features = plan.source.load(BBox(*canvas_grid.bounds, crs=grid.crs), settings)
-    g_row, g_col = global_origin(grid)
-    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # bbox grid inside the canvas
-    key = place_key(grid.crs)
-    pending: np.ndarray | None = None  # cross-fade band carried from the previous strip
+        features = plan.source.load(BBox(*plan.canvas_grid().bounds, crs=plan.grid.crs), settings)
     n = len(plan.strips)
-    for s, (first, stop) in enumerate(plan.strips):
-        top = lay.rows[first]
-        height = lay.rows[stop - 1] + tile - top
-        class_map = rasterize_features(features, canvas_grid.window(top, 0, height, lay.width))
-        lat_r, lat_c = (lay.canvas_row + top) // f, lay.canvas_col // f
-        noise = location_noise(
-            plan.seed, key, lat_r, lat_c, height // f, lay.width // f, model.latent_channels
-        )
-        sub = None if progress is None else (lambda fr, msg, s=s: progress((s + fr) / n, msg))
-        rgb = denoise_canvas(
-            model,
-            class_map,
-            noise,
-            plan.steps,
-            plan.sampler,
-            plan.batch_size,
-            lay.overlap,
-            plan.guidance_scale,
-            _canvas_generator(plan.seed, key, lat_r, lat_c),
-            sub,
-        )
-        if pending is not None:
-            band = pending.shape[0]
-            ramp = ((np.arange(band) + 0.5) / band)[:, None, None].astype(np.float32)
-            rgb[:band] = pending * (1 - ramp) + rgb[:band] * ramp
-        keep = height if s == n - 1 else lay.rows[stop - 1] - top  # last row band goes to the next strip
-        if s < n - 1:
-            pending = rgb[keep:].copy()
-        # clip the finished canvas rows [top, top + keep) to the bbox grid
-        r0, r1 = max(top, off_r), min(top + keep, off_r + grid.height)
-        if r1 > r0:
-            rows, cols = slice(r0 - top, r1 - top), slice(off_c, off_c + grid.width)
-            sink(_to_uint8(rgb[rows, cols]), class_map[rows, cols], r0 - off_r)
+
+    def strips() -> Iterator[StripResult]:
+        for s in range(n):
+            sub = None if progress is None else (lambda fr, msg, s=s: progress((s + fr) / n, msg))
+            yield compute_strip(plan, model, features, s, sub)
+
+    assemble(plan, strips(), sink)
 
 
 def render(
@@ -579,8 +671,6 @@ def synthesize(
     Both outputs are written to temporary files and renamed only when complete; an error or interrupt leaves
     neither under its final name, and an existing file is replaced only with ``overwrite=True``.
     """
-    from geodiff.io import class_map_writer, rgb_writer
-
     settings = settings or get_settings()
     if isinstance(plan_or_bbox, SynthPlan):
         if out_path is not None or options:
@@ -597,33 +687,40 @@ def synthesize(
     tags = provenance(plan)
     report(progress, 0.0, "loading map features")
     features = plan.source.load(BBox(*plan.canvas_grid().bounds, crs=plan.grid.crs), settings)
-    grid = plan.grid
-    with rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite) as rgb_dst:
-        mask_cm = (
-            class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite)
-            if plan.mask_path is not None
-            else _NullWriter()
-        )
-        with mask_cm as mask_dst:
-            from rasterio.windows import Window
-
-            def sink(rgb_rows: np.ndarray, class_rows: np.ndarray, row: int) -> None:
-                window = Window(0, row, grid.width, len(rgb_rows))
-                rgb_dst.write(np.moveaxis(rgb_rows, -1, 0), window=window)
-                if mask_dst is not None:
-                    mask_dst.write(class_rows[None], window=window)
-
-            run_plan(plan, model, sink, features, settings, progress)
+    with output_sink(plan, tags) as sink:
+        run_plan(plan, model, sink, features, settings, progress)
     report(progress, 1.0, "done")
-    return SynthResult(plan.out_path, plan.mask_path, grid, time.monotonic() - started, plan, tags)
+    return SynthResult(plan.out_path, plan.mask_path, plan.grid, time.monotonic() - started, plan, tags)
 
 
-class _NullWriter:
-    def __enter__(self) -> None:
-        return None
+@contextlib.contextmanager
+def output_sink(plan: SynthPlan, tags: dict[str, str]) -> Iterator[RowSink]:
+    """Open the plan's outputs (atomic; COG when the plan says so) and yield a :data:`RowSink` writing to them.
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    The files appear under their names only when the block completes.
+    """
+    from rasterio.windows import Window
+
+    from geodiff.io import class_map_writer, rgb_writer
+
+    grid = plan.grid
+    with contextlib.ExitStack() as stack:
+        rgb_dst = stack.enter_context(
+            rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog)
+        )
+        mask_dst = None
+        if plan.mask_path is not None:
+            mask_dst = stack.enter_context(
+                class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog)
+            )
+
+        def sink(rgb_rows: np.ndarray, class_rows: np.ndarray, row: int) -> None:
+            window = Window(0, row, grid.width, len(rgb_rows))
+            rgb_dst.write(np.moveaxis(rgb_rows, -1, 0), window=window)
+            if mask_dst is not None:
+                mask_dst.write(class_rows[None], window=window)
+
+        yield sink
 
 
 def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -73,6 +74,13 @@ from geodiff.cli.options import (
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Dataset folder to create."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Render the samples as tasks on a local Dask cluster of N worker processes.",
+)
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Render on an existing Dask cluster.")
 @progress_option
 @overwrite_option
 def augment(
@@ -95,6 +103,8 @@ def augment(
     device: str,
     batch_size: int,
     out_dir: Path,
+    workers: int | None,
+    scheduler: str | None,
     progress_mode: str,
     overwrite: bool,
 ) -> None:
@@ -117,7 +127,13 @@ def augment(
     windows = read_windows(windows_path, bbox_crs) if windows_path is not None else None
     box = parse_bbox(area, crs=bbox_crs) if area is not None else None
     progress = make_progress(progress_mode, "augment")
-    try:
+    with contextlib.ExitStack() as stack:
+        client = None
+        if workers is not None or scheduler is not None:
+            from geodiff.distributed import dask_client
+
+            client = stack.enter_context(dask_client(workers, scheduler))
+        stack.callback(close_progress, progress)
         result = generate_dataset(
             out_dir,
             windows=windows,
@@ -139,7 +155,6 @@ def augment(
             min_labeled=min_labeled,
             overwrite=overwrite,
             progress=progress,
+            client=client,
         )
-    finally:
-        close_progress(progress)
     click.echo(f"Wrote {result.n_samples} pairs to {result.out_dir} in {result.seconds:.0f} s", err=True)

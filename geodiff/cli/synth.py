@@ -52,6 +52,24 @@ from geodiff.errors import InvalidParameterError
 @click.option(
     "--no-blend", is_flag=True, help="Independent, non-overlapping tiles (seams visible; for comparison)."
 )
+@click.option(
+    "--cog/--no-cog",
+    default=None,
+    help="Cloud-Optimized GeoTIFF outputs with overviews. Default: for areas over GEODIFF_COG_MIN_PIXELS.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run strips as tasks on a local Dask cluster of N worker processes (one per GPU on a multi-GPU "
+    "machine); resumable: run the same command again to finish an interrupted run.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on an existing Dask cluster (tcp://host:8786); Dask's config/DASK_SCHEDULER_ADDRESS also work.",
+)
 @click.option("--dry-run", is_flag=True, help="Print grid size, window count and estimated time, then stop.")
 @progress_option
 @overwrite_option
@@ -75,6 +93,9 @@ def synth(
     device: str,
     resolution: float | None,
     no_blend: bool,
+    cog: bool | None,
+    workers: int | None,
+    scheduler: str | None,
     dry_run: bool,
     progress_mode: str,
     overwrite: bool,
@@ -123,22 +144,39 @@ def synth(
         or dry_run,  # a dry run writes nothing, so an existing output is no reason to stop
         estimate=True,
     )
+    distributed = workers is not None or scheduler is not None
+    info = plan.to_dict()
+    if distributed:
+        from geodiff.distributed import estimate_distributed_seconds
+
+        estimate = estimate_distributed_seconds(plan, workers or 1)
+        info.update(tasks=len(plan.strips), workers=workers, seconds_estimate_distributed=estimate)
     if dry_run:
         if progress_mode == "json":
-            click.echo(json.dumps({"event": "plan", **plan.to_dict()}))
+            click.echo(json.dumps({"event": "plan", **info}))
         else:
             click.echo(plan.describe())
+            if distributed:
+                click.echo(
+                    f"distributed: {len(plan.strips)} task(s) (strips) on {workers or 'the cluster'}'s workers"
+                    + (f", estimated {estimate:.0f} s" if estimate is not None and workers else "")
+                )
         return
     progress = make_progress(progress_mode, "synth")
     on_event = getattr(progress, "event", None)
     if on_event is None and progress_mode != "none":
         on_event = echo_event
     if progress_mode == "json":
-        progress.event(event="plan", **plan.to_dict())  # type: ignore[union-attr]
+        progress.event(event="plan", **info)  # type: ignore[union-attr]
     elif progress_mode == "bar":
         click.echo(plan.describe(), err=True)
     try:
-        result = synthesize(plan, progress=progress, on_event=on_event)
+        if distributed:
+            from geodiff.distributed import synthesize_distributed
+
+            result = synthesize_distributed(plan, workers, scheduler, progress=progress, on_event=on_event)
+        else:
+            result = synthesize(plan, progress=progress, on_event=on_event)
     finally:
         close_progress(progress)
     written = " and ".join(str(p) for p in (result.image_path, result.mask_path) if p is not None)

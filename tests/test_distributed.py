@@ -1,0 +1,147 @@
+"""Region-scale synthesis on Dask: the same pixels as one process, resumable, COG outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+distributed = pytest.importorskip("distributed", reason="needs geodiff[distributed]")
+
+from geodiff.distributed import RunFolder, synthesize_distributed  # noqa: E402
+from geodiff.errors import InvalidParameterError  # noqa: E402
+from geodiff.grid import parse_bbox  # noqa: E402
+from geodiff.io import read_raster  # noqa: E402
+from geodiff.settings import get_settings  # noqa: E402
+from geodiff.synth import plan_synthesis, synthesize  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_model import make_tiny_model  # noqa: E402
+from town import TOWN, TOWN_BBOX  # noqa: E402
+
+# small strips, so the town is several tasks
+SETTINGS = get_settings(max_strip_pixels=20_000)
+FAST = dict(osm_path=TOWN, steps=3, device="cpu", seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A 2-worker local cluster (one thread each), shared by the module's tests."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def one_thread():
+    # the workers run one thread each; the single-process reference must reduce in the same order
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _plan(out: Path, model: Path, **kw):
+    return plan_synthesis(parse_bbox(TOWN_BBOX), out, model=str(model), settings=SETTINGS, **{**FAST, **kw})
+
+
+def _read(path: Path) -> np.ndarray:
+    return read_raster(path)[0]
+
+
+def test_distributed_run_equals_single_process_bit_for_bit(tmp_path, tiny_model, client, one_thread):
+    single = synthesize(_plan(tmp_path / "single.tif", tiny_model), settings=SETTINGS)
+    plan = _plan(tmp_path / "dist.tif", tiny_model)
+    assert len(plan.strips) >= 3
+    events = []
+    fractions = []
+    dist = synthesize_distributed(
+        plan, client=client, settings=SETTINGS, on_event=lambda **e: events.append(e),
+        progress=lambda f, m: fractions.append((f, m)),
+    )  # fmt: skip
+    np.testing.assert_array_equal(_read(single.image_path), _read(dist.image_path))
+    np.testing.assert_array_equal(_read(single.mask_path), _read(dist.mask_path))
+    assert any(
+        e["event"] == "cluster" and e["workers"] == 2 and e["tasks"] == len(plan.strips) for e in events
+    )
+    blocks = [m for _, m in fractions if m.startswith("block")]
+    assert blocks[-1] == f"block {len(plan.strips)}/{len(plan.strips)} done"
+    assert not (tmp_path / "dist.tif.run").exists()  # the run folder goes once the output is complete
+
+
+def test_interrupted_run_resumes_with_only_the_missing_strips(tmp_path, tiny_model, client, one_thread):
+    reference = synthesize_distributed(
+        _plan(tmp_path / "ref.tif", tiny_model), client=client, settings=SETTINGS
+    )
+    plan = _plan(tmp_path / "out.tif", tiny_model)
+    n = len(plan.strips)
+
+    def stop_after_two(fraction, message):
+        if message.startswith("block 2/"):
+            raise KeyboardInterrupt  # Ctrl-C, a crash, a lost client: all look like this to the run folder
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_distributed(plan, client=client, settings=SETTINGS, progress=stop_after_two)
+    assert not (tmp_path / "out.tif").exists() and not (tmp_path / "out.mask.tif").exists()
+    finished = RunFolder.open(plan).done()
+    assert len(finished) == 2
+
+    events = []
+    again = _plan(tmp_path / "out.tif", tiny_model)  # the same command, run again
+    result = synthesize_distributed(
+        again, client=client, settings=SETTINGS, on_event=lambda **e: events.append(e)
+    )
+    resumed = next(e for e in events if e["event"] == "resume")
+    assert resumed["finished"] == 2
+    assert next(e for e in events if e["event"] == "cluster")["tasks"] == n - 2  # nothing recomputed
+    np.testing.assert_array_equal(_read(reference.image_path), _read(result.image_path))
+
+
+def test_a_run_folder_of_another_request_is_kept(tmp_path, tiny_model):
+    plan = _plan(tmp_path / "a.tif", tiny_model)
+    RunFolder.open(plan)
+    other = _plan(tmp_path / "a.tif", tiny_model, seed=6)
+    with pytest.raises(InvalidParameterError, match="different request"):
+        RunFolder.open(other)
+    assert (tmp_path / "a.tif.run" / "run.json").is_file()
+
+
+def test_large_outputs_are_cloud_optimized_with_overviews(tmp_path, tiny_model):
+    res = synthesize(_plan(tmp_path / "c.tif", tiny_model, cog=True), settings=SETTINGS)
+    for path, resampling in ((res.image_path, "AVERAGE"), (res.mask_path, "NEAREST")):
+        with rasterio.open(path) as src:
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert src.overviews(1), f"{path} has no overviews"
+            assert src.tags()["SEED"] == "5" and "OpenStreetMap" in src.tags()["ATTRIBUTION"]
+    with rasterio.open(res.mask_path) as src:
+        overview = src.read(1, out_shape=(src.height // 2, src.width // 2))
+        assert set(np.unique(overview)) <= set(range(5))  # class ids, never averaged into other ids
+    auto = _plan(tmp_path / "d.tif", tiny_model)
+    assert auto.cog is False  # small areas stay plain tiled GeoTIFFs
+
+
+def test_augment_on_the_cluster_writes_the_same_pairs(tmp_path, tiny_model, client, one_thread):
+    from geodiff.augment import generate_dataset
+
+    opts = dict(area=parse_bbox(TOWN_BBOX), n_windows=2, seeds_per_window=2, model=str(tiny_model), osm_path=TOWN,
+                steps=2, device="cpu", fmt="png")  # fmt: skip
+    local = generate_dataset(tmp_path / "local", **opts)
+    remote = generate_dataset(tmp_path / "remote", client=client, **opts)
+    names = sorted(p.name for p in (local.out_dir / "images").iterdir())
+    assert names == sorted(p.name for p in (remote.out_dir / "images").iterdir()) and len(names) == 4
+    for sub in ("images", "masks"):
+        for name in names:
+            assert (local.out_dir / sub / name).read_bytes() == (remote.out_dir / sub / name).read_bytes()
