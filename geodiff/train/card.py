@@ -53,7 +53,7 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         "",
         "A semantic-map-conditioned latent diffusion model: it turns a class map (background, building, road, "
         "water, vegetation) into a synthetic aerial image of the same area. Load it with "
-        "`geodiff.model.GeodiffModel.from_pretrained(folder)`; `geodiff synth` uses it by default.",
+        "`geodiff.load_model(folder)`; `geodiff synth` uses it by default.",
         "",
         "## Summary",
         "",
@@ -67,9 +67,12 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         f"| U-Net | {cfg.unet_block_channels}, {n_unet:.2f} M params; map encoder {n_enc:.3f} M |",
         f"| noise schedule | {cfg.num_train_timesteps} steps, {cfg.beta_schedule} betas "
         f"{cfg.beta_start}-{cfg.beta_end}, {cfg.prediction_type}; sampler DPM-Solver++ 2M, 20 steps |",
+        f"| classifier-free guidance | default scale {cfg.guidance_scale:g}"
+        + (" (trained with map dropout)" if cfg.guidance_scale > 1 else " (off)")
+        + " |",
         f"| training steps | {info.get('step', '?')} diffusion steps, {info.get('train_seconds', 0) / 60:.0f} min |",
-        f"| autoencoder PSNR / SSIM (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} on "
-        f"{ae.get('tiles', '?')} held-out tiles |",
+        f"| autoencoder PSNR / SSIM / sharpness (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} / "
+        f"{ae.get('sharpness', '?')} on {ae.get('tiles', '?')} held-out tiles |",
         f"| size on disk | {_size_mb(folder):.1f} MB ({cfg.storage_dtype} safetensors, shards <= 15 MB) |",
         "",
         "## Training data",
