@@ -14,6 +14,7 @@ from geodiff.cli.options import (
     model_option,
     overwrite_option,
     progress_option,
+    sampling_options,
     source_options,
 )
 
@@ -41,13 +42,6 @@ from geodiff.cli.options import (
 @source_options
 @click.option("--seeds-per-window", type=int, default=1, show_default=True, help="Samples per window.")
 @click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="First seed (also picks random windows).",
-)
-@click.option(
     "--min-labeled",
     type=click.FloatRange(0.0, 1.0),
     default=0.0,
@@ -56,21 +50,8 @@ from geodiff.cli.options import (
 )
 @click.option("--format", "fmt", type=click.Choice(["tif", "png"]), default="tif", show_default=True)
 @model_option
-@click.option(
-    "--steps",
-    type=click.IntRange(1, 1000),
-    default=None,
-    help="Denoising steps. Default: 20 (dpm), 1000 (ddpm).",
-)
-@click.option("--sampler", type=click.Choice(["dpm", "ddpm"]), default="dpm", show_default=True)
-@click.option(
-    "--guidance-scale", type=click.FloatRange(min=1.0), default=None, metavar="S",
-    help="Classifier-free guidance (1 = off). Default: the model's.",
-)  # fmt: skip
+@sampling_options(seed_help="First seed (also picks the random windows).")
 @device_option
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per U-Net call."
-)
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Dataset folder to create."
 )

@@ -9,6 +9,7 @@ import click
 from geodiff.cli.options import (
     close_progress,
     device_option,
+    guidance_option,
     make_progress,
     model_option,
     overwrite_option,
@@ -53,10 +54,7 @@ from geodiff.cli.options import (
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the first tile (tile i uses seed+i)."
 )
-@click.option(
-    "--guidance-scale", type=click.FloatRange(min=1.0), default=None, metavar="S",
-    help="Classifier-free guidance (1 = off). Default: the model's.",
-)  # fmt: skip
+@guidance_option
 @device_option
 @click.option(
     "--seam-size",

@@ -97,6 +97,16 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
+def guidance_option(f: F) -> F:
+    return click.option(
+        "--guidance-scale",
+        type=click.FloatRange(min=1.0),
+        default=None,
+        metavar="S",
+        help="Classifier-free guidance (1 = off; higher follows the map more closely). Default: the model's.",
+    )(f)
+
+
 def sampling_options(seed_help: str = "Random seed; same seed + place = same image.") -> Callable[[F], F]:
     """``--seed``, ``--steps``, ``--sampler``, ``--guidance-scale``, ``--batch-size`` (library defaults)."""
 
@@ -108,13 +118,7 @@ def sampling_options(seed_help: str = "Random seed; same seed + place = same ima
             show_default=True,
             help="Windows per U-Net call.",
         )(f)
-        f = click.option(
-            "--guidance-scale",
-            type=click.FloatRange(min=1.0),
-            default=None,
-            metavar="S",
-            help="Classifier-free guidance (1 = off; higher follows the map more closely). Default: the model's.",
-        )(f)
+        f = guidance_option(f)
         f = click.option(
             "--sampler",
             type=click.Choice(["dpm", "ddpm"]),
