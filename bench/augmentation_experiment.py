@@ -41,7 +41,7 @@ def tiny_model():  # noqa: ANN201 - a test helper, not API
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, type=Path, help="real (image, mask) dataset")
-    p.add_argument("--model", type=Path, default=REPO / "models" / "geodiff-default")
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the default model)")
     p.add_argument("--tiny-model", action="store_true", help="use a tiny random model (plumbing check only)")
     p.add_argument("--n-real", type=int, default=32)
     p.add_argument("--n-synthetic", type=int, default=64)
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segnet-base", type=int, default=12)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--steps", type=int, default=20, help="diffusion sampling steps")
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many held-out tiles")
     p.add_argument("--synthetic-only", action="store_true", help="also train on synthetic pairs alone")
     p.add_argument("--mask-colors", default=None, help="colour table of RGB colour masks, e.g. dubai_aerial")
@@ -73,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = tiny_model() if args.tiny_model else args.model
+    from geodiff.models import resolve_model
+
+    model = tiny_model() if args.tiny_model else resolve_model(args.model).load(args.device)
     progress = TqdmProgress("augmentation experiment")
     res = augmentation_experiment(
         args.data, model, n_real=args.n_real, n_synthetic=args.n_synthetic,
         seeds=[int(s) for s in args.seeds.split(",")], segnet_steps=args.segnet_steps,
-        segnet_base=args.segnet_base, crop=args.crop, steps=args.steps, eval_limit=args.eval_limit,
+        segnet_base=args.segnet_base, crop=args.crop, steps=args.steps, guidance_scale=args.guidance_scale,
+        eval_limit=args.eval_limit,
         synthetic_only=args.synthetic_only, colors=args.mask_colors, device=args.device, progress=progress,
     )  # fmt: skip
     progress.close()

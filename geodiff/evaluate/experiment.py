@@ -58,6 +58,7 @@ def augmentation_experiment(
     crop: int = 96,
     batch_size: int = 8,
     steps: int = 20,
+    guidance_scale: float | None = None,
     eval_limit: int | None = None,
     split_seed: int = 0,
     synth_seed: int = 0,
@@ -96,6 +97,7 @@ def augmentation_experiment(
         seed=synth_seed,
         steps=steps,
         device=device,
+        guidance_scale=guidance_scale,
         progress=scaled(progress, 0.0, 0.3),
     )
     synth_seconds = time.monotonic() - t_syn
@@ -156,6 +158,7 @@ def augmentation_experiment(
             "crop": crop,
             "batch_size": batch_size,
             "diffusion_steps": steps,
+            "guidance_scale": float(model_obj.config.guidance_scale if guidance_scale is None else guidance_scale),
             "split_seed": split_seed,
             "synth_seed": synth_seed,
         },
