@@ -42,6 +42,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from geodiff.settings import DEFAULT_MODEL_DIR  # noqa: E402  (after the sys.path line)
+
 MONACO = REPO.parent / "shared" / "data" / "osm" / "monaco-2021-12-03.osm.pbf"
 MONACO_BBOX = (7.4090, 43.7230, 7.4400, 43.7520)  # used when the file header has no bbox
 
@@ -269,7 +271,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=REPO / "models" / "geodiff-default")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     p.add_argument(
         "--config",
         type=Path,
@@ -290,11 +292,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from geodiff.synth import resolve_device
+    from geodiff.models import device_dtype, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = resolve_device(args.device)
+    device = resolve_device(args.device)
+    dtype = device_dtype(device)
     model, model_desc = load_bench_model(args.model, args.config, device, dtype)
     print(f"device {device} ({device_name(device)}), dtype {dtype}, model: {model_desc}", file=sys.stderr)
 
