@@ -157,9 +157,10 @@ def synth(
         else:
             click.echo(plan.describe())
             if distributed:
+                where = f"{workers} local worker(s)" if workers else f"the cluster at {scheduler}"
                 click.echo(
-                    f"distributed: {len(plan.strips)} task(s) (strips) on {workers or 'the cluster'}'s workers"
-                    + (f", estimated {estimate:.0f} s" if estimate is not None and workers else "")
+                    f"distributed: {len(plan.strips)} task(s) (one per strip) on {where}"
+                    + (f", estimated {estimate:.0f} s with start-up" if estimate is not None and workers else "")
                 )
         return
     progress = make_progress(progress_mode, "synth")
