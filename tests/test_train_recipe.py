@@ -173,3 +173,19 @@ def test_gan_losses() -> None:
     assert hinge_d_loss(-real, -fake).item() == pytest.approx(3.0)
     w = torch.nn.Parameter(torch.ones(3))
     assert adaptive_weight((w * 2).sum(), (w * 0.5).sum(), w).item() == pytest.approx(4.0, rel=1e-3)
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    base = _config(tmp_path, dataset, "base", ae_steps=2, diff_steps=2)
+    vae_dir = train_autoencoder(base)
+    tune = _config(tmp_path, dataset, "tune", ae_steps=3, diff_steps=2)
+    tune.autoencoder.pretrained, tune.autoencoder.decoder_only, tune.autoencoder.disc_start = str(vae_dir), True, 0
+    tuned_dir = train_autoencoder(tune)
+    from geodiff.model import load_autoencoder
+
+    before, after = load_autoencoder(vae_dir), load_autoencoder(tuned_dir)
+    assert after.config.scaling_factor == before.config.scaling_factor
+    enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()
+    assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)  # the encoder (so the latents) did not move
+    dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)  # the decoder did

@@ -49,6 +49,9 @@ class AutoencoderSection:
     """Discriminator learning rate (0 = ``lr``)."""
     disc_channels: int = 64
     disc_layers: int = 3
+    decoder_only: bool = False
+    """Fine-tune only the decoder of ``pretrained`` (encoder and latent scale frozen, Stable Diffusion's
+    decoder fine-tune): the latents do not change, so a diffusion model trained on them stays valid."""
 
 
 @dataclass
@@ -175,6 +178,8 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
             f"{source}: diffusion.cond_drop must be below 1 (a fraction of samples), got "
             f"{cfg.diffusion.cond_drop}"
         )
+    if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
+        raise ConfigError(f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)")
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")
     if cfg.run.mixed_precision not in ("bf16", "no"):

@@ -196,7 +196,12 @@ def train_autoencoder(
         vae = build_autoencoder(cfg.model)
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
-    opt = torch.optim.AdamW(vae.parameters(), lr=sec.lr, weight_decay=0.0)
+    if sec.decoder_only:  # the latent space stays exactly as it is: encoder frozen (and kept in eval mode)
+        for part in (vae.encoder, getattr(vae, "quant_conv", None)):
+            if part is not None:
+                part.requires_grad_(False).eval()
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=sec.lr, weight_decay=0.0)
     disc = opt_d = None
     if sec.disc_weight > 0:
         disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers).to(device).train()
@@ -263,7 +268,7 @@ def train_autoencoder(
             loss = loss + d_weight * g_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         if gan_on:
             with _autocast(cfg, device):
@@ -298,8 +303,10 @@ def train_autoencoder(
             break
     checkpoint()
     vae.eval()
-    # record the latent scale in the autoencoder's own config, where diffusers keeps it
-    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_ds, device))
+    # record the latent scale in the autoencoder's own config, where diffusers keeps it (a decoder fine-tune
+    # keeps the pretrained scale: the latents, and the diffusion model trained on them, are unchanged)
+    if not sec.decoder_only:
+        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_ds, device))
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
     metrics.update(
         step=step,
