@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from geodiff.synth import resolve_device, synthesize_map
+from geodiff.models import device_dtype, resolve_device
+from geodiff.synth import synthesize_map
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import make_tiny_model  # noqa: E402
@@ -21,7 +22,7 @@ pytestmark = [
 
 
 def test_auto_device_picks_cuda_with_bf16():
-    assert resolve_device("auto") == ("cuda", torch.bfloat16)
+    assert resolve_device("auto") == "cuda" and device_dtype("cuda") == torch.bfloat16
 
 
 def test_cuda_matches_cpu(tmp_path):
