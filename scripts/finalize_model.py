@@ -35,8 +35,20 @@ def main() -> None:
     ap.add_argument("--eval-tiles", type=int, default=145)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/cpu_default"))
     ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument(
+        "--vae", type=Path, default=None, help="swap in this autoencoder (a decoder-only fine-tune of the model's)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.vae is not None:
+        from geodiff.model import load_autoencoder
+
+        model = GeodiffModel.from_pretrained(args.model)
+        vae = load_autoencoder(args.vae)
+        if vae.config.scaling_factor != model.vae.config.scaling_factor:
+            raise SystemExit(f"{args.vae} has another latent scale: only a decoder-only fine-tune may be swapped in")
+        model.set_autoencoder(vae)
+        model.save_pretrained(args.model)
     if args.guidance_scale is not None:
         cfg_file = args.model / "config.json"
         cfg = json.loads(cfg_file.read_text())
@@ -73,7 +85,8 @@ def main() -> None:
         ),
         "weights on disk (MB)": round(size / 1e6, 1),
         "command": f"python scripts/finalize_model.py {args.model} {args.data} --threads {args.threads}"
-        + (f" --guidance-scale {args.guidance_scale:g}" if args.guidance_scale is not None else ""),
+        + (f" --guidance-scale {args.guidance_scale:g}" if args.guidance_scale is not None else "")
+        + (f" --vae {args.vae}" if args.vae is not None else ""),
     }
     (args.model / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     info: dict = {"dataset": val.manifest}
@@ -81,9 +94,7 @@ def main() -> None:
     if ckpt_info.exists():
         t = json.loads(ckpt_info.read_text())
         info.update(step=t["step"], train_seconds=t["seconds"])
-    ae_file = args.run_dir / "autoencoder" / "metrics.json"
-    if ae_file.exists():
-        info["autoencoder_metrics"] = json.loads(ae_file.read_text())
+    info["autoencoder_metrics"] = ae  # measured above on the shipped weights
     ckpt = args.run_dir / "diffusion" / "checkpoint.pt"
     if ckpt.exists():
         info["config"] = _load_checkpoint(ckpt, torch.device("cpu"))["config"]
