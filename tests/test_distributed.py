@@ -145,3 +145,36 @@ def test_augment_on_the_cluster_writes_the_same_pairs(tmp_path, tiny_model, clie
     for sub in ("images", "masks"):
         for name in names:
             assert (local.out_dir / sub / name).read_bytes() == (remote.out_dir / sub / name).read_bytes()
+
+
+async def _crash() -> None:
+    import os
+
+    os._exit(1)  # a hard crash, not a clean shutdown: what an OOM kill or a lost node looks like
+
+
+def test_a_worker_lost_mid_run_is_replaced_and_its_strips_recomputed(tmp_path, tiny_model, one_thread):
+    """Kill a worker process while it holds strips: Dask reschedules them, the output is the same."""
+    reference = synthesize(_plan(tmp_path / "ref.tif", tiny_model, steps=8), settings=SETTINGS)
+    plan = _plan(tmp_path / "out.tif", tiny_model, steps=8)
+    killed = []
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+
+        def kill_a_busy_worker(fraction, message):
+            if killed or not message.startswith("block 1/"):
+                return
+            busy = [w for w, keys in client.processing().items() if keys]
+            if busy:
+                client.run(_crash, workers=busy[:1], wait=False)
+                killed.append(busy[0])
+
+        result = synthesize_distributed(plan, client=client, settings=SETTINGS, progress=kill_a_busy_worker)
+    assert killed, "no worker held a strip after the first one finished: make the strips slower"
+    np.testing.assert_array_equal(_read(reference.image_path), _read(result.image_path))
+    np.testing.assert_array_equal(_read(reference.mask_path), _read(result.mask_path))
