@@ -189,3 +189,24 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path: Path, dataset: 
     assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)  # the encoder (so the latents) did not move
     dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
     assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)  # the decoder did
+
+
+def test_max_minutes_is_the_runs_total_across_resumes(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    import json
+
+    cfg = _config(tmp_path, dataset, "budget", ae_steps=2, diff_steps=2)
+    train_autoencoder(cfg)
+    train_diffusion(cfg)
+    # pretend both stages already trained for an hour: a resume with a 30 min budget takes one step and stops
+    ae_ckpt = cfg.run_dir / "autoencoder" / "checkpoint.pt"
+    state = _ckpt(ae_ckpt)
+    assert state["seconds"] > 0
+    torch.save({**state, "seconds": 3600.0}, ae_ckpt)
+    time_file = cfg.run_dir / "diffusion" / "time.json"
+    time_file.write_text(json.dumps({**json.loads(time_file.read_text()), "seconds": 3600.0}))
+    cfg.autoencoder.steps = cfg.diffusion.steps = 10
+    cfg.autoencoder.max_minutes = cfg.diffusion.max_minutes = 30
+    train_autoencoder(cfg, resume=True)
+    train_diffusion(cfg, resume=True)
+    assert _ckpt(ae_ckpt)["step"] == 3 and _ckpt(ae_ckpt)["seconds"] > 3600
+    assert _ckpt(cfg.run_dir / "diffusion" / "checkpoint.pt")["step"] == 3

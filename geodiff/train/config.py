@@ -36,7 +36,7 @@ class AutoencoderSection:
     """Start from (or just use, with steps = 0) a diffusers autoencoder: a folder or hub id."""
     pretrained_subfolder: str = ""
     max_minutes: float = 0.0
-    """Stop (and save) after this many minutes of training; 0 = no limit."""
+    """Stop (and save) once the run has trained this many minutes in all (resumes included); 0 = no limit."""
     eval_tiles: int = 64
     crop: int = 0
     """Autoencoder training crop side (0 = ``data.crop``); small crops are as good for a conv autoencoder."""
@@ -63,6 +63,7 @@ class DiffusionSection:
     ema_decay: float = 0.999
     warmup_steps: int = 100
     max_minutes: float = 0.0
+    """As ``autoencoder.max_minutes``: the run's total, resumes included."""
     export_every: int = 0
     """Also save_pretrained the EMA model to the output every N steps (0 = only at the end)."""
     grad_clip: float = 1.0

@@ -212,8 +212,10 @@ def train_autoencoder(
     last_layer = vae.decoder.conv_out.weight
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
+    prior = 0.0  # training seconds of earlier invocations: max_minutes is the run's total
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, device)
+        prior = float(state.get("seconds", 0.0))
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if disc is not None and "disc" in state:  # a run may switch the GAN on when resumed
@@ -232,6 +234,7 @@ def train_autoencoder(
             "model": vae.state_dict(),
             "optimizer": opt.state_dict(),
             "step": step,
+            "seconds": prior + time.monotonic() - start,
             "rng": _rng_state(gen),
             "config": cfg.to_dict(),
         }
@@ -294,12 +297,12 @@ def train_autoencoder(
                 d_loss=f"{d_loss.item():.4f}" if gan_on else "",
                 d_weight=f"{d_weight.item():.4f}" if gan_on else "",
                 lr=sec.lr,
-                elapsed_s=round(elapsed, 1),
+                elapsed_s=round(prior + elapsed, 1),
             )
         report(progress, step / sec.steps, f"autoencoder step {step}/{sec.steps} loss {value:.4f}")
         if step % cfg.run.checkpoint_every == 0:
             checkpoint()
-        if sec.max_minutes and elapsed > sec.max_minutes * 60:
+        if sec.max_minutes and prior + elapsed > sec.max_minutes * 60:
             break
     checkpoint()
     vae.eval()
@@ -310,7 +313,7 @@ def train_autoencoder(
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
     metrics.update(
         step=step,
-        train_minutes=round((time.monotonic() - start) / 60, 2),
+        train_minutes=round((prior + time.monotonic() - start) / 60, 2),
         scaling_factor=vae.config.scaling_factor,
         split=val_ds.split,
     )
@@ -530,7 +533,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         early = step == cfg.run.log_every and not (cfg.output_dir / "config.json").exists()
         if early or (sec.export_every and step % sec.export_every == 0):
             export()  # the early export gives integrators a loadable folder within minutes
-        if sec.max_minutes and elapsed > sec.max_minutes * 60:
+        if sec.max_minutes and prior + elapsed > sec.max_minutes * 60:
             break
     checkpoint()
     export()
