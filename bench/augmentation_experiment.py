@@ -3,7 +3,7 @@
 
 Reproduce (CPU, small scale, as recorded in bench/results/augmentation_cpu.*)::
 
-    python bench/augmentation_experiment.py --data DATASET --model models/geodiff-default \
+    python bench/augmentation_experiment.py --data DATASET --model geodiff/data/models/geodiff-default \
         --n-real 32 --n-synthetic 64 --seeds 0,1,2 --out bench/results/augmentation_cpu
 
 DATASET is a `geodiff dataset` folder or images/ + masks/ folders (see geodiff.evaluate.data).
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from geodiff.models import resolve_model
 
-    model = tiny_model() if args.tiny_model else resolve_model(args.model).load(args.device)
+    ref = None if args.tiny_model else resolve_model(args.model)
+    model = tiny_model() if ref is None else ref.load(args.device)
     progress = TqdmProgress("augmentation experiment")
     res = augmentation_experiment(
         args.data, model, n_real=args.n_real, n_synthetic=args.n_synthetic,
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.note:
         res["note"] = args.note
+    if ref is not None:
+        res["model"] = str(ref.path)  # the folder, not the loaded object's repr
     if args.tiny_model:
         res["model"] = "tiny random model (plumbing check; results meaningless)"
     paths = write_results(res, args.out)

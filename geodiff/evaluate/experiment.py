@@ -183,7 +183,8 @@ def results_markdown(res: dict[str, Any]) -> str:
         f"- data: `{res['data']}`; model: `{res['model']}`; device: {res['host']['device']}",
         f"- real subset {s['n_real']} tiles, + {s['n_synthetic']} synthetic pairs (masks of other training tiles), "
         f"held-out {s['n_heldout']} real tiles; seeds {s['seeds']}; seg net {s['segnet_steps']} steps, "
-        f"base {s['segnet_base_channels']}, crop {s['crop']}; {s['diffusion_steps']} diffusion steps",
+        f"base {s['segnet_base_channels']}, crop {s['crop']}; {s['diffusion_steps']} diffusion steps, "
+        f"guidance {s.get('guidance_scale', 1.0):g}",
         f"- command: `{res['command']}`",
         *([f"- note: {res['note']}"] if res.get("note") else []),
         "",
