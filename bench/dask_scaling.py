@@ -2,10 +2,12 @@
 
 In one run, on the same area, model, seed and steps:
 
-- ``single``: :func:`geodiff.synth.synthesize` in this process (``--threads`` torch threads);
+- ``single``: :func:`geodiff.synth.synthesize` in this process (``--threads`` torch threads), and
+  ``single_1``: the same with 1 thread, what each worker has;
 - ``workers_1`` / ``workers_2``: :func:`geodiff.distributed.synthesize_distributed` on a fresh local cluster of
   1 and 2 worker processes (one thread each), cluster start-up included in the wall time;
-- the per-task overhead: wall time of ``workers_1`` minus the sum of its tasks' compute time.
+- the distributed path's overhead: wall time of ``workers_1`` minus ``single_1`` (same compute, so the rest is
+  the cluster start, the model load in the worker, sending features and strips, the run folder), also per task.
 
     python bench/dask_scaling.py [--area-km 1.0] [--steps 10] [--model DIR] [--threads 2]
 
@@ -65,6 +67,11 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         synthesize(plan_synthesis(box, Path(tmp) / "single.tif", **opts), settings=settings)
         out["single"] = {"wall_s": round(time.monotonic() - t0, 1), "threads": args.threads}
+        torch.set_num_threads(1)
+        t0 = time.monotonic()
+        synthesize(plan_synthesis(box, Path(tmp) / "single1.tif", **opts), settings=settings)
+        out["single_1"] = {"wall_s": round(time.monotonic() - t0, 1), "threads": 1}
+        torch.set_num_threads(args.threads)
         for workers in (1, 2):
             t0 = time.monotonic()
             synthesize_distributed(
@@ -74,9 +81,12 @@ def run(args: argparse.Namespace) -> dict:
     w1, w2, single = out["workers_1"]["wall_s"], out["workers_2"]["wall_s"], out["single"]["wall_s"]
     out["speedup_2_vs_1_workers"] = round(w1 / w2, 2)
     out["windows_per_s"] = {
-        k: round(out["windows"] / out[k]["wall_s"], 3) for k in ("single", "workers_1", "workers_2")
+        k: round(out["windows"] / out[k]["wall_s"], 3)
+        for k in ("single", "single_1", "workers_1", "workers_2")
     }
-    out["overhead_1_worker_vs_single_s"] = round(w1 - single, 1)
+    out["overhead_1_worker_vs_single_1_thread_s"] = round(w1 - out["single_1"]["wall_s"], 1)
+    out["overhead_per_task_s"] = round(out["overhead_1_worker_vs_single_1_thread_s"] / out["strips"], 2)
+    out["speedup_single_2_threads_vs_2_workers"] = round(w2 / single, 2)
     return out
 
 
@@ -93,12 +103,16 @@ def markdown(r: dict) -> str:
             "| run | wall time (s) | windows/s |",
             "|---|---|---|",
             f"| single process, {r['threads']} torch threads | {r['single']['wall_s']} | {r['windows_per_s']['single']} |",
+            f"| single process, 1 torch thread | {r['single_1']['wall_s']} | {r['windows_per_s']['single_1']} |",
             f"| Dask, 1 worker x 1 thread | {r['workers_1']['wall_s']} | {r['windows_per_s']['workers_1']} |",
             f"| Dask, 2 workers x 1 thread | {r['workers_2']['wall_s']} | {r['windows_per_s']['workers_2']} |",
             "",
             f"- 2 vs 1 workers: {r['speedup_2_vs_1_workers']}x",
-            f"- distributed path (1 worker, cluster start and model load included) vs one process: "
-            f"{r['overhead_1_worker_vs_single_s']:+} s",
+            f"- overhead of the distributed path (1 worker x 1 thread vs one process with 1 thread; cluster start, "
+            f"model load, transfers and run folder included): {r['overhead_1_worker_vs_single_1_thread_s']:+} s, "
+            f"{r['overhead_per_task_s']:+} s per task",
+            f"- one process with {r['threads']} threads vs 2 one-thread workers on the same {r['threads']} cores: "
+            f"the process is {r['speedup_single_2_threads_vs_2_workers']}x faster",
             "",
         ]
     )
