@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.note:
         res["note"] = args.note
-    if ref is not None:
-        res["model"] = str(ref.path)  # the folder, not the loaded object's repr
     if args.tiny_model:
         res["model"] = "tiny random model (plumbing check; results meaningless)"
     paths = write_results(res, args.out)

@@ -164,7 +164,7 @@ def resolve_model(
         "geodiff.model.core"
     )  # an instance exists only once the class (and torch) is loaded
     if core is not None and isinstance(model, core.GeodiffModel):
-        ref = ModelRef(str(getattr(model, "name_or_path", "in-memory model")), None, model.config)
+        ref = ModelRef(model.name_or_path or "in-memory model", None, model.config)
         ref._loaded[str(model.device)] = model
         return ref
     settings = settings or get_settings()

@@ -190,7 +190,7 @@ class GeodiffPipeline:
         if batch_size < 1:
             raise InvalidParameterError(f"batch size must be >= 1, got {batch_size}")
         model = self.model
-        guidance = float(model.config.guidance_scale if guidance_scale is None else guidance_scale)
+        guidance = model.config.guidance(guidance_scale)
         if not guidance >= 1.0:
             raise InvalidParameterError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
         f = model.latent_factor

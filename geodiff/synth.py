@@ -324,7 +324,7 @@ def plan_synthesis(
     if out is not None and write_mask:
         mask = Path(mask_out) if mask_out is not None else default_mask_path(out)
     check_output_paths([out, mask], overwrite)
-    guidance = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
+    guidance = cfg.guidance(guidance_scale)
     plan = SynthPlan(
         box,
         grid,

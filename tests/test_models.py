@@ -56,3 +56,13 @@ def test_models_command_lists_resolution_classes_metrics(capsys: pytest.CaptureF
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert "geodiff-default (default)" in text and "1 m/px" in text
+
+
+def test_a_loaded_model_knows_its_folder(tmp_path: Path) -> None:
+    from geodiff.model import GeodiffModel
+
+    folder = make_tiny_model(tmp_path / "tiny")
+    model = resolve_model(str(folder)).load("cpu")
+    assert model.name_or_path == str(folder)  # what evaluation and experiment reports record
+    assert resolve_model(model).name == str(folder)
+    assert GeodiffModel(model.config).name_or_path is None

@@ -160,7 +160,11 @@ def synth(
                 where = f"{workers} local worker(s)" if workers else f"the cluster at {scheduler}"
                 click.echo(
                     f"distributed: {len(plan.strips)} task(s) (one per strip) on {where}"
-                    + (f", estimated {estimate:.0f} s with start-up" if estimate is not None and workers else "")
+                    + (
+                        f", estimated {estimate:.0f} s with start-up"
+                        if estimate is not None and workers
+                        else ""
+                    )
                 )
         return
     progress = make_progress(progress_mode, "synth")

@@ -142,11 +142,7 @@ def augmentation_experiment(
             "threads": torch.get_num_threads(),
         },
         "data": str(data),
-        "model": str(
-            getattr(
-                model_obj, "name_or_path", model if isinstance(model, (str, os.PathLike)) else "in-memory"
-            )
-        ),
+        "model": model_obj.name_or_path or "in-memory",
         "setup": {
             "n_real": n_real,
             "n_synthetic": n_synthetic,
@@ -158,7 +154,7 @@ def augmentation_experiment(
             "crop": crop,
             "batch_size": batch_size,
             "diffusion_steps": steps,
-            "guidance_scale": float(model_obj.config.guidance_scale if guidance_scale is None else guidance_scale),
+            "guidance_scale": model_obj.config.guidance(guidance_scale),
             "split_seed": split_seed,
             "synth_seed": synth_seed,
         },

@@ -295,11 +295,11 @@ def evaluate_model(
         except InvalidParameterError as exc:
             notes.append(f"seam ratio skipped: {exc}")
     rep["meta"] = {
-        "model": str(model_dir) if model_dir is not None else getattr(model, "name_or_path", "in-memory"),
+        "model": str(model_dir) if model_dir is not None else (model.name_or_path or "in-memory"),
         "data": str(data),
         "seg_net": str(seg_path),
         "steps": steps,
-        "guidance_scale": float(model.config.guidance_scale if guidance_scale is None else guidance_scale),
+        "guidance_scale": model.config.guidance(guidance_scale),
         "seed": seed,
         "n_eval_tiles": len(ev),
         "n_train_tiles": len(train),

@@ -100,6 +100,10 @@ class ModelConfig:
     def latent_factor(self) -> int:
         return 2 ** (len(self.vae_block_channels) - 1)
 
+    def guidance(self, scale: float | None = None) -> float:
+        """The classifier-free guidance scale to sample with: ``scale`` if given, else this model's default."""
+        return float(self.guidance_scale if scale is None else scale)
+
     @property
     def uses_concat(self) -> bool:
         return self.conditioning != "none"

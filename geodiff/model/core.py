@@ -212,6 +212,8 @@ class GeodiffModel(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        self.name_or_path: str | None = None
+        """Where :meth:`from_pretrained` loaded it from (None for a model built in memory), as in diffusers."""
         self.vae = vae if vae is not None else build_autoencoder(config)
         self.map_encoder = map_encoder if map_encoder is not None else build_map_conditioner(config)
         self.unet = unet if unet is not None else build_unet(config, self.map_encoder.feat_channels)
@@ -450,6 +452,7 @@ class GeodiffModel(nn.Module):
         except Exception as exc:
             raise ModelError(f"cannot load the model in {root}: {exc}. {_HOW_TO_GET}") from exc
         model = cls(cfg, vae=vae, unet=unet, map_encoder=menc, scheduler_config=sched)
+        model.name_or_path = str(path_or_hub_id)
         model.eval().requires_grad_(False)
         if device is not None:
             model.to(device)

@@ -180,7 +180,9 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
             f"{cfg.diffusion.cond_drop}"
         )
     if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
-        raise ConfigError(f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)")
+        raise ConfigError(
+            f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)"
+        )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")
     if cfg.run.mixed_precision not in ("bf16", "no"):
