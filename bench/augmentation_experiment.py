@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's")
     p.add_argument("--eval-limit", type=int, default=None, help="at most this many held-out tiles")
     p.add_argument("--synthetic-only", action="store_true", help="also train on synthetic pairs alone")
+    p.add_argument(
+        "--synthetic-fractions",
+        default="",
+        help="comma-separated shares F of synthetic tiles per batch; each adds the arm real+synthetic@F",
+    )
     p.add_argument("--mask-colors", default=None, help="colour table of RGB colour masks, e.g. dubai_aerial")
     p.add_argument(
         "--note", default=None, help="free text recorded with the results (e.g. model training state)"
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds=[int(s) for s in args.seeds.split(",")], segnet_steps=args.segnet_steps,
         segnet_base=args.segnet_base, crop=args.crop, steps=args.steps, guidance_scale=args.guidance_scale,
         eval_limit=args.eval_limit,
-        synthetic_only=args.synthetic_only, colors=args.mask_colors, device=args.device, progress=progress,
+        synthetic_only=args.synthetic_only,
+        synthetic_fractions=[float(f) for f in args.synthetic_fractions.split(",") if f.strip()], colors=args.mask_colors, device=args.device, progress=progress,
     )  # fmt: skip
     progress.close()
     res["command"] = " ".join(

@@ -169,6 +169,21 @@ def test_segnet_trains_saves_and_loads(tmp_path: Path) -> None:
         load_segnet(tmp_path / "nope")
 
 
+def test_segnet_sample_weights_decide_which_tiles_it_learns_from() -> None:
+    # identical grey images, labelled road in the first half and building in the second: only the sampling
+    # weights say which label the net sees
+    rng = np.random.default_rng(0)
+    images = np.clip(120 + rng.normal(0, 4, (8, 32, 32, 3)), 0, 255).astype(np.uint8)
+    masks = np.concatenate([np.full((4, 32, 32), 2, np.uint8), np.full((4, 32, 32), 1, np.uint8)])
+    for weights, expected in (([1, 1, 1, 1, 0, 0, 0, 0], 2), ([0, 0, 0, 0, 1, 1, 1, 1], 1)):
+        net, _ = train_segnet(images, masks, SegNetConfig(base_channels=4, depth=2), steps=40, batch_size=4,
+                              crop=32, lr=1e-2, sample_weights=np.array(weights, float))  # fmt: skip
+        assert (predict(net, images) == expected).mean() > 0.95
+    for bad in (np.ones(3), -np.ones(8), np.zeros(8), np.full(8, np.nan)):
+        with pytest.raises(InvalidParameterError, match="sample_weights"):
+            train_segnet(images, masks, steps=1, sample_weights=bad)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # data folders, report and the evaluate workflow
 # ---------------------------------------------------------------------------------------------------------
@@ -286,14 +301,20 @@ def test_augmentation_experiment_plumbing(tmp_path: Path) -> None:
     images, masks = _toy_pairs(n=12, size=128)
     root = _write_folder(tmp_path / "ds", images, masks)
     res = augmentation_experiment(root, tiny_model(), n_real=3, n_synthetic=3, seeds=(0, 1), segnet_steps=2,
-                                  segnet_base=4, crop=32, batch_size=2, steps=1, device="cpu")  # fmt: skip
-    assert set(res["summary"]) == {"real", "real+synthetic"}
+                                  segnet_base=4, crop=32, batch_size=2, steps=1, synthetic_fractions=(0.25,),
+                                  device="cpu")  # fmt: skip
+    assert set(res["summary"]) == {"real", "real+synthetic", "real+synthetic@0.25"}
     assert len(res["runs"]["real"]) == 2 and len(res["miou_gain_paired"]["runs"]) == 2
+    for arm, change in res["miou_change_paired"].items():
+        expected = [b["miou"] - a["miou"] for a, b in zip(res["runs"]["real"], res["runs"][arm], strict=True)]
+        np.testing.assert_allclose(change["runs"], expected)
     js, md = write_results(res, tmp_path / "aug")
     assert json.loads(js.read_text())["setup"]["n_real"] == 3
-    assert "mIoU mean" in md.read_text()
+    assert "mIoU mean" in md.read_text() and "real+synthetic@0.25:" in md.read_text()
     with pytest.raises(InvalidParameterError, match="exceeds"):
         augmentation_experiment(root, tiny_model(), n_real=100, n_synthetic=100, device="cpu")
+    with pytest.raises(InvalidParameterError, match="strictly between 0 and 1"):
+        augmentation_experiment(root, tiny_model(), n_real=3, n_synthetic=3, synthetic_fractions=(1.0,))
 
 
 def test_seam_mosaic_prefers_adjacent_tiles() -> None:

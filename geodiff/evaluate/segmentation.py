@@ -141,12 +141,15 @@ def train_segnet(
     seed: int = 0,
     device: str | torch.device = "cpu",
     class_weights: torch.Tensor | None = None,
+    sample_weights: np.ndarray | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[SegNet, TrainRecord]:
     """Train a :class:`SegNet` on uint8 images (N, H, W, 3) and class-id masks (N, H, W), 255 = ignore.
 
     Random ``crop`` x ``crop`` crops with flips and 90-degree rotations; AdamW with a cosine schedule;
-    cross-entropy with ``ignore_index=255``. Deterministic for a given seed on CPU.
+    cross-entropy with ``ignore_index=255``. Deterministic for a given seed on CPU. ``sample_weights`` (N,
+    non-negative) makes an image's chance of being drawn for a batch proportional to its weight (default:
+    uniform), e.g. to set the share of synthetic tiles in the batches.
     """
     if len(images) == 0 or len(images) != len(masks):
         raise InvalidParameterError(
@@ -156,6 +159,14 @@ def train_segnet(
         raise InvalidParameterError(
             f"image size {images.shape[1:3]} differs from mask size {masks.shape[1:3]}"
         )
+    probs = None
+    if sample_weights is not None:
+        sw = np.asarray(sample_weights, dtype=np.float64)
+        if sw.shape != (len(images),) or not np.all(np.isfinite(sw)) or np.any(sw < 0) or sw.sum() <= 0:
+            raise InvalidParameterError(
+                f"sample_weights must be {len(images)} finite, non-negative numbers with a positive sum"
+            )
+        probs = sw / sw.sum()
     config = config or SegNetConfig()
     h, w = images.shape[1:3]
     crop = min(crop, h, w)
@@ -178,7 +189,11 @@ def train_segnet(
     loss_ema = float("nan")
     net.train()
     for step in range(steps):
-        idx = rng.integers(0, len(images), size=batch_size)
+        idx = (
+            rng.integers(0, len(images), size=batch_size)
+            if probs is None
+            else rng.choice(len(images), size=batch_size, p=probs)
+        )
         ys = rng.integers(0, h - crop + 1, size=batch_size)
         xs = rng.integers(0, w - crop + 1, size=batch_size)
         xb = np.stack([images[i, y : y + crop, x : x + crop] for i, y, x in zip(idx, ys, xs, strict=True)])
