@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--osm", type=Path, default=REPO.parent / "shared/data/osm/monaco_port_hercule.osm.bz2")
+    parser.add_argument(
+        "--osm", type=Path, default=REPO.parent / "shared/data/osm/monaco_port_hercule.osm.bz2"
+    )
     args = parser.parse_args()
 
     grid = grid_for_bbox(BBox(*SAMPLE_BBOX), 1.0)
@@ -45,10 +47,18 @@ def main() -> None:
     feats = feats[feats["kind"] != "coastline"]
     sea = sea_polygons(coast.geometry.to_numpy(), frame)
     rows = [(WATER, 0.0, g) for g in sea] + list(
-        zip(feats["class_id"], feats["width_m"], shapely.intersection(feats.geometry.to_numpy(), frame), strict=True)
+        zip(
+            feats["class_id"],
+            feats["width_m"],
+            shapely.intersection(feats.geometry.to_numpy(), frame),
+            strict=True,
+        )
     )
     out = gpd.GeoDataFrame(
-        {"class": [CLASSES[int(c)].name for c, _, _ in rows], "width": [round(float(w), 2) for _, w, _ in rows]},
+        {
+            "class": [CLASSES[int(c)].name for c, _, _ in rows],
+            "width": [round(float(w), 2) for _, w, _ in rows],
+        },
         geometry=[g for _, _, g in rows],
         crs=grid.crs,
     )

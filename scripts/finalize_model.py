@@ -36,7 +36,10 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=Path("runs/cpu_default"))
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument(
-        "--vae", type=Path, default=None, help="swap in this autoencoder (a decoder-only fine-tune of the model's)"
+        "--vae",
+        type=Path,
+        default=None,
+        help="swap in this autoencoder (a decoder-only fine-tune of the model's)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,7 +49,9 @@ def main() -> None:
         model = GeodiffModel.from_pretrained(args.model)
         vae = load_autoencoder(args.vae)
         if vae.config.scaling_factor != model.vae.config.scaling_factor:
-            raise SystemExit(f"{args.vae} has another latent scale: only a decoder-only fine-tune may be swapped in")
+            raise SystemExit(
+                f"{args.vae} has another latent scale: only a decoder-only fine-tune may be swapped in"
+            )
         model.set_autoencoder(vae)
         model.save_pretrained(args.model)
     if args.guidance_scale is not None:
