@@ -53,8 +53,15 @@ def test_gan_autoencoder_trains_and_resumes_to_the_same_state(tmp_path: Path, da
     # the same run stopped after 2 steps and resumed: bit-identical autoencoder, discriminator and optimizers
     part = _config(tmp_path, dataset, "part", ae_steps=2, diff_steps=4)
     train_autoencoder(part)
+    part_log = part.run_dir / "autoencoder" / "log.csv"
+    with part_log.open("a") as fh:  # a row an interrupted invocation logged after its last checkpoint
+        fh.write("3,9.9,9.9,9.9,9.9,,,,0.001,1.0\n")
     part.autoencoder.steps = 4
     train_autoencoder(part, resume=True)
+    # the log has one row per step, as the uninterrupted run's, with the same losses
+    part_rows = list(csv.DictReader(part_log.open()))
+    assert [r["step"] for r in part_rows] == [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert [r["l1"] for r in part_rows] == [r["l1"] for r in rows]
     a, b = (
         _ckpt(full.run_dir / "autoencoder" / "checkpoint.pt"),
         _ckpt(part.run_dir / "autoencoder" / "checkpoint.pt"),

@@ -74,13 +74,20 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractCont
 
 
 class CsvLog:
-    """Appends rows to ``log.csv`` (header written once, so a resumed run continues the same file)."""
+    """Appends rows to ``log.csv`` (header written once, so a resumed run continues the same file).
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    ``from_step``: the step the run (re)starts at; rows logged after it by an interrupted invocation are
+    dropped, because the resumed run logs those steps again.
+    """
+
+    def __init__(self, path: Path, columns: list[str], from_step: int = 0) -> None:
         self.path, self.columns = path, columns
-        if not path.exists():
-            with path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(columns)
+        rows: list[list[str]] = []
+        if path.exists():
+            with path.open(newline="") as fh:
+                rows = [r for r in list(csv.reader(fh))[1:] if r and int(r[0]) <= from_step]
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows([columns, *rows])
 
     def write(self, **row: Any) -> None:
         with self.path.open("a", newline="") as fh:
@@ -226,6 +233,7 @@ def train_autoencoder(
     log = CsvLog(
         out / "log.csv",
         ["step", "loss", "l1", "mse", "reg", "g_loss", "d_loss", "d_weight", "lr", "elapsed_s"],
+        from_step=step,
     )
     start = time.monotonic()
 
@@ -458,7 +466,9 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         return latents, batch["class_map"].to(device)
 
     log = CsvLog(
-        out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step", "samples_per_s"]
+        out / "log.csv",
+        ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step", "samples_per_s"],
+        from_step=step,
     )
     prior = (
         json.loads((out / "time.json").read_text())["seconds"]
