@@ -32,6 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from geodiff.classes import IGNORE
 from geodiff.errors import ConfigError, DataError, ModelError
+from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
 from geodiff.progress import ProgressCallback, report
@@ -82,12 +83,18 @@ class CsvLog:
 
     def __init__(self, path: Path, columns: list[str], from_step: int = 0) -> None:
         self.path, self.columns = path, columns
-        rows: list[list[str]] = []
+        lines: list[list[str]] = []
         if path.exists():
             with path.open(newline="") as fh:
-                rows = [r for r in list(csv.reader(fh))[1:] if r and int(r[0]) <= from_step]
-        with path.open("w", newline="") as fh:
-            csv.writer(fh).writerows([columns, *rows])
+                lines = list(csv.reader(fh))
+        if not lines:
+            with path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(columns)
+            return
+        kept = [lines[0]] + [r for r in lines[1:] if r and int(r[0]) <= from_step]
+        if len(kept) < len(lines):  # rewrite only to drop rows; atomically, so a kill here keeps the old log
+            with atomic_path(path, overwrite=True) as tmp, tmp.open("w", newline="") as fh:
+                csv.writer(fh).writerows(kept)
 
     def write(self, **row: Any) -> None:
         with self.path.open("a", newline="") as fh:
