@@ -328,12 +328,13 @@ def _run_tasks(
 
     from geodiff.synth import strip_features
 
-    # the plan travels once; each task gets its own slice of the map
-    plan_future = client.scatter(plan, broadcast=True)
+    # The plan (a few KB) goes into every task rather than being scattered: the scheduler can rerun a task
+    # from what its graph holds, but scattered data dies with the worker holding it, and the Active Memory
+    # Manager drops the extra copies broadcast=True makes, so one lost worker would cancel the whole run.
     futures = [
         client.submit(
             strip_task,
-            plan_future,
+            plan,
             strip_features(plan, features, s),
             s,
             threads,
