@@ -354,13 +354,15 @@ class GeodiffModel(nn.Module):
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            dtype = torch.float16 if self.config.storage_dtype == "float16" else torch.float32
+            half = self.config.storage_dtype == "float16"
             for name in ("vae", "unet", "map_encoder"):
                 module = getattr(self, name)
                 if name == "map_encoder" and not module.has_parameters:
                     continue
-                # a copy so the live model keeps its dtype
-                copy.deepcopy(module).to("cpu", dtype).save_pretrained(
+                # a copy so the live model keeps its dtype; .half()/.float(), as diffusers 0.42's .to(dtype)
+                # warns about float32-only modules even when a model has none
+                stored = copy.deepcopy(module).to("cpu")
+                (stored.half() if half else stored.float()).save_pretrained(
                     tmp / name, safe_serialization=True, max_shard_size=max_shard_size
                 )
             DDPMScheduler.from_config(self.scheduler_config).save_pretrained(tmp / "scheduler")
