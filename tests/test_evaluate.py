@@ -317,6 +317,38 @@ def test_augmentation_experiment_plumbing(tmp_path: Path) -> None:
         augmentation_experiment(root, tiny_model(), n_real=3, n_synthetic=3, synthetic_fractions=(1.0,))
 
 
+def test_augmentation_results_of_split_seeds_merge_into_the_one_run_result(tmp_path: Path) -> None:
+    from geodiff.evaluate.experiment import augmentation_experiment, merge_results, results_markdown
+
+    images, masks = _toy_pairs(n=12, size=128)
+    root = _write_folder(tmp_path / "ds", images, masks)
+    kw = dict(n_real=3, n_synthetic=3, segnet_steps=2, segnet_base=4, crop=32, batch_size=2, steps=1,
+              synthetic_fractions=(0.25,), device="cpu")  # fmt: skip
+    whole = augmentation_experiment(root, tiny_model(), seeds=(0, 1, 2), **kw)
+    a = augmentation_experiment(root, tiny_model(), seeds=(0, 1), **kw)
+    b = augmentation_experiment(root, tiny_model(), seeds=(2,), **kw)
+    # as the files hold them: through JSON
+    a, b = (json.loads(json.dumps(r)) for r in (a, b))
+    a["command"], b["command"] = "run a", "run b"
+    merged = merge_results([a, b])
+    assert merged["setup"]["seeds"] == [0, 1, 2]
+    for arm, change in whole["miou_change_paired"].items():
+        np.testing.assert_allclose(merged["miou_change_paired"][arm]["runs"], change["runs"])
+        np.testing.assert_allclose(merged["miou_change_paired"][arm]["mean"], change["mean"])
+        np.testing.assert_allclose(merged["miou_change_paired"][arm]["std"], change["std"])
+    for arm, sm in whole["summary"].items():
+        np.testing.assert_allclose(merged["summary"][arm]["miou_mean"], sm["miou_mean"])
+    assert "`run a`" in results_markdown(merged) and "`run b`" in results_markdown(merged)
+    with pytest.raises(InvalidParameterError, match="seeds repeat"):
+        merge_results([a, a])
+    other = json.loads(json.dumps(b))
+    other["setup"]["segnet_steps"] = 3
+    with pytest.raises(InvalidParameterError, match="differ in data, model, setup or arms"):
+        merge_results([a, other])
+    with pytest.raises(InvalidParameterError, match="not an augmentation experiment"):
+        merge_results([a, {"experiment": "evaluate"}])
+
+
 def test_seam_mosaic_prefers_adjacent_tiles() -> None:
     from geodiff.evaluate.data import Pairs
     from geodiff.evaluate.run import _mosaic_map

@@ -153,9 +153,6 @@ def augmentation_experiment(
             )
             done += 1
             report(progress, 0.3 + 0.7 * done / n_runs, f"{arm} seed {s}: mIoU {scores['miou']:.3f}")
-    summary = {arm: _summarise(runs) for arm, runs in results.items()}
-    gain = summary["real+synthetic"]["miou_mean"] - summary["real"]["miou_mean"]
-    gains = {arm: _paired_change(results["real"], runs) for arm, runs in results.items() if arm != "real"}
     return {
         "experiment": "augmentation",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -184,12 +181,60 @@ def augmentation_experiment(
             "synth_seed": synth_seed,
             "synthetic_fractions": list(synthetic_fractions),
         },
+        **_tabulate(results),
+        "seconds": {"synthesis": round(synth_seconds, 1), "total": round(time.monotonic() - t0, 1)},
+    }
+
+
+def _tabulate(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per-arm summaries and the changes against the real-only arm, paired by seed."""
+    summary = {arm: _summarise(runs) for arm, runs in results.items()}
+    gains = {arm: _paired_change(results["real"], runs) for arm, runs in results.items() if arm != "real"}
+    return {
         "summary": summary,
-        "miou_gain_mean": gain,
+        "miou_gain_mean": summary["real+synthetic"]["miou_mean"] - summary["real"]["miou_mean"],
         "miou_gain_paired": gains["real+synthetic"],
         "miou_change_paired": gains,
         "runs": results,
-        "seconds": {"synthesis": round(synth_seconds, 1), "total": round(time.monotonic() - t0, 1)},
+    }
+
+
+def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs of the same protocol with different seeds (e.g. run in parallel on several
+    machines): the same data, model, setup and arms are required, seeds must not repeat."""
+    if len(parts) < 2:
+        raise InvalidParameterError("merging needs at least two results")
+    for res in parts:
+        if not isinstance(res, dict) or res.get("experiment") != "augmentation" or "runs" not in res:
+            raise InvalidParameterError(
+                "not an augmentation experiment result (bench/augmentation_experiment.py)"
+            )
+    first = parts[0]
+
+    def protocol(res: dict[str, Any]) -> tuple[Any, ...]:
+        setup = {k: v for k, v in res["setup"].items() if k != "seeds"}
+        return res["data"], res["model"], setup, list(res["runs"])
+
+    for res in parts[1:]:
+        if protocol(res) != protocol(first):
+            raise InvalidParameterError(
+                f"results from {res.get('command')!r} and {first.get('command')!r} differ in data, model, "
+                "setup or arms: only runs of one protocol that differ in --seeds can be merged"
+            )
+    seeds = [s for res in parts for s in res["setup"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise InvalidParameterError(f"seeds repeat across the results ({seeds}): each seed counts once")
+    results = {arm: [run for res in parts for run in res["runs"][arm]] for arm in first["runs"]}
+    notes = [res["note"] for res in parts if res.get("note")]
+    return {
+        **{k: v for k, v in first.items() if k not in ("note", "seconds")},
+        "date": max(res["date"] for res in parts),
+        "command": " && ".join(res["command"] for res in parts),
+        "merged_from": [res["command"] for res in parts],
+        **({"note": "; ".join(notes)} if notes else {}),
+        "setup": {**first["setup"], "seeds": seeds},
+        **_tabulate(results),
+        "seconds": {"total": round(sum(res["seconds"]["total"] for res in parts), 1)},
     }
 
 
@@ -204,7 +249,11 @@ def results_markdown(res: dict[str, Any]) -> str:
         f"held-out {s['n_heldout']} real tiles; seeds {s['seeds']}; seg net {s['segnet_steps']} steps, "
         f"base {s['segnet_base_channels']}, crop {s['crop']}; {s['diffusion_steps']} diffusion steps, "
         f"guidance {s.get('guidance_scale', 1.0):g}",
-        f"- command: `{res['command']}`",
+        *(
+            [f"- command: `{res['command']}`"]
+            if "merged_from" not in res
+            else ["- merged from the runs of:", *(f"  - `{c}`" for c in res["merged_from"])]
+        ),
         *([f"- note: {res['note']}"] if res.get("note") else []),
         "",
         "| training data | mIoU mean ± std | " + " | ".join(CLASS_NAMES) + " |",
