@@ -113,6 +113,10 @@ def _worker_model(plan: SynthPlan) -> Any:
     return _WORKER_MODELS[key]
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def strip_task(plan: SynthPlan, features: Any, index: int, threads: int) -> StripResult:
     """One strip on a worker: the model is loaded once per worker process and reused."""
     import torch
@@ -328,13 +332,14 @@ def _run_tasks(
 
     from geodiff.synth import strip_features
 
-    # The plan (a few KB) goes into every task rather than being scattered: the scheduler can rerun a task
-    # from what its graph holds, but scattered data dies with the worker holding it, and the Active Memory
-    # Manager drops the extra copies broadcast=True makes, so one lost worker would cancel the whole run.
+    # The plan (with its weights, for an in-memory model) travels once, as a task's result rather than scattered
+    # data: scattered data dies with the worker holding it (the Active Memory Manager drops the extra copies
+    # broadcast=True makes), so one lost worker would cancel the run; a lost result is recomputed from the graph.
+    plan_future = client.submit(_identity, plan, key=f"geodiff-plan-{run.fingerprint[:12]}", pure=False)
     futures = [
         client.submit(
             strip_task,
-            plan,
+            plan_future,
             strip_features(plan, features, s),
             s,
             threads,
@@ -351,7 +356,7 @@ def _run_tasks(
             finished += 1
             report(progress, finished / n * 0.99, f"block {finished}/{n} done")
     finally:
-        client.cancel(futures)
+        client.cancel([*futures, plan_future])
 
 
 def render_task(plan: SynthPlan, features: Any, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
