@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,10 +333,14 @@ def _run_tasks(
 
     from geodiff.synth import strip_features
 
-    # The plan (with its weights, for an in-memory model) travels once, as a task's result rather than scattered
-    # data: scattered data dies with the worker holding it (the Active Memory Manager drops the extra copies
-    # broadcast=True makes), so one lost worker would cancel the run; a lost result is recomputed from the graph.
-    plan_future = client.submit(_identity, plan, key=f"geodiff-plan-{run.fingerprint[:12]}", pure=False)
+    # The plan travels once, as a task's result rather than scattered data: scattered data dies with the worker
+    # holding it (the Active Memory Manager drops the extra copies broadcast=True makes), so one lost worker
+    # would cancel the run; a lost result is recomputed from the graph, which therefore holds the plan (and an
+    # in-memory model's weights, which Dask may warn about as a large graph).
+    # Keys are unique to this call: the fingerprint leaves out in-memory weights, and two calls sharing a key
+    # would share (and cancel) each other's tasks; resuming goes through the run folder, not the keys.
+    prefix = f"geodiff-{run.fingerprint[:12]}-{uuid.uuid4().hex[:8]}"
+    plan_future = client.submit(_identity, plan, key=f"{prefix}-plan", pure=False)
     futures = [
         client.submit(
             strip_task,
@@ -343,7 +348,7 @@ def _run_tasks(
             strip_features(plan, features, s),
             s,
             threads,
-            key=f"geodiff-strip-{run.fingerprint[:12]}-{s}",
+            key=f"{prefix}-strip-{s}",
             retries=TASK_RETRIES,
             pure=False,
         )  # fmt: skip

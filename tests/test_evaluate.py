@@ -343,8 +343,18 @@ def test_augmentation_results_of_split_seeds_merge_into_the_one_run_result(tmp_p
         merge_results([a, a])
     other = json.loads(json.dumps(b))
     other["setup"]["segnet_steps"] = 3
-    with pytest.raises(InvalidParameterError, match="differ in data, model, setup or arms"):
+    with pytest.raises(InvalidParameterError, match="setup.segnet_steps 2 vs 3"):
         merge_results([a, other])
+    other = json.loads(json.dumps(b))
+    other["host"]["device"] = "cuda:0"
+    with pytest.raises(InvalidParameterError, match="device type 'cpu' vs 'cuda'"):
+        merge_results([a, other])
+    # a merged result merges again, keeping every run's command and host
+    c = json.loads(json.dumps(augmentation_experiment(root, tiny_model(), seeds=(3,), **kw)))
+    c["command"] = "run c"
+    again = merge_results([merged, c])
+    assert again["merged_from"] == ["run a", "run b", "run c"] and len(again["hosts"]) == 3
+    assert again["setup"]["seeds"] == [0, 1, 2, 3] and len(again["seconds_of_runs"]) == 3
     with pytest.raises(InvalidParameterError, match="not an augmentation experiment"):
         merge_results([a, {"experiment": "evaluate"}])
 

@@ -211,30 +211,44 @@ def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             )
     first = parts[0]
 
-    def protocol(res: dict[str, Any]) -> tuple[Any, ...]:
-        setup = {k: v for k, v in res["setup"].items() if k != "seeds"}
-        return res["data"], res["model"], setup, list(res["runs"])
+    def protocol(res: dict[str, Any]) -> dict[str, Any]:
+        # the synthetic pairs depend on the device type too (CPU and CUDA sample different pixels)
+        return {
+            "data": res["data"],
+            "model": res["model"],
+            "device type": str(res["host"]["device"]).split(":")[0],
+            "arms": list(res["runs"]),
+            **{f"setup.{k}": v for k, v in res["setup"].items() if k != "seeds"},
+        }
 
+    want = protocol(first)
     for res in parts[1:]:
-        if protocol(res) != protocol(first):
+        got = protocol(res)
+        if got != want:
+            diff = ", ".join(
+                f"{k} {want.get(k)!r} vs {got.get(k)!r}" for k in {**want, **got} if want.get(k) != got.get(k)
+            )
             raise InvalidParameterError(
-                f"results from {res.get('command')!r} and {first.get('command')!r} differ in data, model, "
-                "setup or arms: only runs of one protocol that differ in --seeds can be merged"
+                f"results from {first.get('command')!r} and {res.get('command')!r} differ ({diff}): only runs "
+                "of one protocol that differ in --seeds can be merged; rerun with the same options"
             )
     seeds = [s for res in parts for s in res["setup"]["seeds"]]
     if len(set(seeds)) != len(seeds):
         raise InvalidParameterError(f"seeds repeat across the results ({seeds}): each seed counts once")
     results = {arm: [run for res in parts for run in res["runs"][arm]] for arm in first["runs"]}
     notes = [res["note"] for res in parts if res.get("note")]
+    commands = [c for res in parts for c in res.get("merged_from") or [res["command"]]]
     return {
-        **{k: v for k, v in first.items() if k not in ("note", "seconds")},
+        **{k: v for k, v in first.items() if k not in ("note", "seconds", "seconds_of_runs")},
         "date": max(res["date"] for res in parts),
-        "command": " && ".join(res["command"] for res in parts),
-        "merged_from": [res["command"] for res in parts],
+        "command": " && ".join(commands),
+        "merged_from": commands,
+        "hosts": [h for res in parts for h in res.get("hosts") or [res["host"]]],
         **({"note": "; ".join(notes)} if notes else {}),
         "setup": {**first["setup"], "seeds": seeds},
         **_tabulate(results),
-        "seconds": {"total": round(sum(res["seconds"]["total"] for res in parts), 1)},
+        # per merged run: they may have run at the same time, so the sum is no wall time
+        "seconds_of_runs": [sec for res in parts for sec in res.get("seconds_of_runs") or [res["seconds"]]],
     }
 
 
