@@ -7,7 +7,7 @@ Seeds of one protocol can run as separate processes (or machines) in parallel, t
     python bench/augmentation_experiment.py ... --seeds 4,5 --out runs/aug/b
     python bench/augmentation_merge.py runs/aug/a.json runs/aug/b.json --out bench/results/augmentation_cpu_600
 
-Results that differ in anything but their seeds (data, model, setup, arms) are refused.
+Results that differ in anything but their seeds (data, model, device type, setup, arms) are refused.
 """
 
 from __future__ import annotations

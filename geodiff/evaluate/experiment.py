@@ -201,7 +201,7 @@ def _tabulate(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One result from runs of the same protocol with different seeds (e.g. run in parallel on several
-    machines): the same data, model, setup and arms are required, seeds must not repeat."""
+    machines): the same data, model, device type, setup and arms are required, seeds must not repeat."""
     if len(parts) < 2:
         raise InvalidParameterError("merging needs at least two results")
     for res in parts:
