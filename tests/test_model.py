@@ -145,11 +145,14 @@ def test_bad_model_config() -> None:
         ModelConfig.from_dict({"colour": 3})
     with pytest.raises(ConfigError, match="unet_attention_levels"):
         ModelConfig(**{**TINY, "unet_attention_levels": [True]})
+    with pytest.raises(ConfigError, match="vae_decoder_channels.*one decoder width per block"):
+        ModelConfig(**{**TINY, "vae_type": "asym_kl", "vae_decoder_channels": [16, 16]})
 
 
-@pytest.mark.parametrize("vae_type", ["kl", "vq"])
+@pytest.mark.parametrize("vae_type", ["kl", "vq", "asym_kl"])
 def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: str) -> None:
-    cfg = ModelConfig(**{**TINY, "vae_type": vae_type})
+    wide = {"vae_decoder_channels": [16, 16, 16]} if vae_type == "asym_kl" else {}
+    cfg = ModelConfig(**{**TINY, "vae_type": vae_type, **wide})
     vae = build_autoencoder(cfg)
     vae.save_pretrained(tmp_path / "repo" / "vqvae")
     loaded = load_autoencoder(tmp_path / "repo", subfolder="vqvae")
@@ -157,6 +160,7 @@ def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: 
     model = tiny()
     model.set_autoencoder(loaded)
     assert model.config.vae_type == vae_type
+    assert model.config.vae_decoder_channels == wide.get("vae_decoder_channels", [])
     with torch.no_grad():
         lat = model.encode_images(torch.zeros(1, 3, 32, 32))
         assert model.decode_latents(lat).shape == (1, 3, 32, 32)

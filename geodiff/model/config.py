@@ -37,8 +37,12 @@ class ModelConfig:
     map_embedding
         ``"onehot"`` (class fractions) or ``"learned"`` (a learned embedding per class, ``map_embed_dim`` wide).
     vae_type, vae_block_channels, vae_layers_per_block, latent_channels, vae_norm_groups, vae_mid_attention
-        Autoencoder architecture (``"kl"`` = ``AutoencoderKL``, ``"vq"`` = ``VQModel``); the downsampling factor
-        is ``2 ** (len(vae_block_channels) - 1)`` (f4 with three blocks).
+        Autoencoder architecture (``"kl"`` = ``AutoencoderKL``, ``"vq"`` = ``VQModel``, ``"asym_kl"`` =
+        ``AsymmetricAutoencoderKL``: a KL autoencoder whose decoder is ``vae_decoder_channels`` wide and which
+        always has mid-block attention); the downsampling factor is ``2 ** (len(vae_block_channels) - 1)`` (f4
+        with three blocks).
+    vae_decoder_channels
+        Decoder widths of an ``"asym_kl"`` autoencoder (one per block, as many as ``vae_block_channels``).
     vae_num_vq_embeddings
         Codebook size for ``vae_type="vq"``.
     unet_block_channels, unet_layers_per_block, unet_attention_levels, unet_norm_groups, attention_head_dim
@@ -70,6 +74,7 @@ class ModelConfig:
     latent_channels: int = 4
     vae_norm_groups: int = 16
     vae_mid_attention: bool = False
+    vae_decoder_channels: list[int] = field(default_factory=list)
     vae_num_vq_embeddings: int = 1024
     # denoiser
     unet_block_channels: list[int] = field(default_factory=lambda: [64, 128, 192])
@@ -126,8 +131,11 @@ class ModelConfig:
             raise bad("conditioning", f"must be one of {', '.join(CONDITIONING_VARIANTS)}")
         if self.map_embedding not in ("onehot", "learned"):
             raise bad("map_embedding", "must be 'onehot' or 'learned'")
-        if self.vae_type not in ("kl", "vq"):
-            raise bad("vae_type", "must be 'kl' (AutoencoderKL) or 'vq' (VQModel)")
+        if self.vae_type not in ("kl", "vq", "asym_kl"):
+            raise bad(
+                "vae_type",
+                "must be 'kl' (AutoencoderKL), 'vq' (VQModel) or 'asym_kl' (AsymmetricAutoencoderKL)",
+            )
         if self.storage_dtype not in ("float16", "float32"):
             raise bad("storage_dtype", "must be 'float16' or 'float32'")
         if self.prediction_type not in ("epsilon", "v_prediction"):
@@ -165,6 +173,18 @@ class ModelConfig:
                 raise bad(
                     "vae_block_channels",
                     f"every width must be divisible by vae_norm_groups={self.vae_norm_groups}",
+                )
+        if self.vae_type == "asym_kl":
+            dec = self.vae_decoder_channels
+            if (
+                not isinstance(dec, (list, tuple))
+                or len(dec) != len(self.vae_block_channels)
+                or not all(isinstance(v, int) and v > 0 and v % self.vae_norm_groups == 0 for v in dec)
+            ):
+                raise bad(
+                    "vae_decoder_channels",
+                    f"an 'asym_kl' autoencoder needs one decoder width per block ({len(self.vae_block_channels)}, "
+                    f"as in vae_block_channels), each divisible by vae_norm_groups={self.vae_norm_groups}",
                 )
         for c in self.unet_block_channels:
             if c % self.unet_norm_groups:

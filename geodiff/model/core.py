@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import (
+    AsymmetricAutoencoderKL,
     AutoencoderKL,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
@@ -61,9 +62,27 @@ def _quiet_loading() -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def build_autoencoder(cfg: ModelConfig) -> AutoencoderKL | VQModel:
+Autoencoder = AutoencoderKL | AsymmetricAutoencoderKL | VQModel
+
+
+def build_autoencoder(cfg: ModelConfig) -> Autoencoder:
     """A fresh (untrained) autoencoder as described by ``cfg``."""
     n = len(cfg.vae_block_channels)
+    if cfg.vae_type == "asym_kl":
+        return AsymmetricAutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            down_block_out_channels=tuple(cfg.vae_block_channels),
+            layers_per_down_block=cfg.vae_layers_per_block,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            up_block_out_channels=tuple(cfg.vae_decoder_channels),
+            layers_per_up_block=cfg.vae_layers_per_block,
+            latent_channels=cfg.latent_channels,
+            norm_num_groups=cfg.vae_norm_groups,
+            sample_size=cfg.tile_size,
+            scaling_factor=1.0,
+        )
     common: dict[str, Any] = dict(
         in_channels=3,
         out_channels=3,
@@ -88,8 +107,8 @@ def load_autoencoder(
     path_or_id: str | os.PathLike[str],
     subfolder: str | None = None,
     dtype: torch.dtype | None = None,
-) -> AutoencoderKL | VQModel:
-    """Load any diffusers-format ``AutoencoderKL`` / ``VQModel`` from a local folder or a hub id.
+) -> Autoencoder:
+    """Load any diffusers-format ``AutoencoderKL`` / ``AsymmetricAutoencoderKL`` / ``VQModel`` from a local folder or a hub id.
 
     Parameters
     ----------
@@ -112,10 +131,14 @@ def load_autoencoder(
             f"{' (subfolder ' + subfolder + ')' if subfolder else ''}: {exc}"
         ) from exc
     name = config.get("_class_name", "AutoencoderKL")
-    classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
+    classes = {
+        "AutoencoderKL": AutoencoderKL,
+        "AsymmetricAutoencoderKL": AsymmetricAutoencoderKL,
+        "VQModel": VQModel,
+    }
     if name not in classes:
         raise ModelError(
-            f"{path_or_id!s}: autoencoder class {name!r} is not supported; use AutoencoderKL or VQModel"
+            f"{path_or_id!s}: autoencoder class {name!r} is not supported; use one of {', '.join(classes)}"
         )
     try:
         with _quiet_loading():
@@ -205,7 +228,7 @@ class GeodiffModel(nn.Module):
     def __init__(
         self,
         config: ModelConfig,
-        vae: AutoencoderKL | VQModel | None = None,
+        vae: Autoencoder | None = None,
         unet: UNet2DConditionModel | None = None,
         map_encoder: MapConditioner | None = None,
         scheduler_config: dict[str, Any] | None = None,
@@ -242,12 +265,21 @@ class GeodiffModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def set_autoencoder(self, vae: AutoencoderKL | VQModel) -> None:
+    def set_autoencoder(self, vae: Autoencoder) -> None:
         """Swap in another (e.g. pretrained) autoencoder; config fields describing it are updated."""
         self.vae = vae
-        self.config.vae_type = "vq" if isinstance(vae, VQModel) else "kl"
-        self.config.vae_block_channels = list(vae.config.block_out_channels)
-        self.config.latent_channels = int(vae.config.latent_channels)
+        c = self.config
+        if isinstance(vae, AsymmetricAutoencoderKL):
+            c.vae_type = "asym_kl"
+            c.vae_block_channels = list(vae.config.down_block_out_channels)
+            c.vae_decoder_channels = list(vae.config.up_block_out_channels)
+            c.vae_layers_per_block = int(vae.config.layers_per_down_block)
+            c.vae_mid_attention = True  # diffusers always builds it
+        else:
+            c.vae_type = "vq" if isinstance(vae, VQModel) else "kl"
+            c.vae_block_channels = list(vae.config.block_out_channels)
+            c.vae_decoder_channels = []
+        c.latent_channels = int(vae.config.latent_channels)
 
     # -- inference API ----------------------------------------------------------------------------------------
     def condition(self, class_map: torch.Tensor | np.ndarray) -> Conditioning:

@@ -52,6 +52,9 @@ class AutoencoderSection:
     decoder_only: bool = False
     """Fine-tune only the decoder of ``pretrained`` (encoder and latent scale frozen, Stable Diffusion's
     decoder fine-tune): the latents do not change, so a diffusion model trained on them stays valid."""
+    widen_decoder: bool = False
+    """With ``decoder_only``: first double the decoder's width, starting from an exact copy of the pretrained
+    decoder (:mod:`geodiff.model.widen`), for more detail from the same latents."""
 
 
 @dataclass
@@ -182,6 +185,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
         raise ConfigError(
             f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)"
+        )
+    if cfg.autoencoder.widen_decoder and not cfg.autoencoder.decoder_only:
+        raise ConfigError(
+            f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder)"
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")

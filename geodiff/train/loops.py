@@ -35,6 +35,7 @@ from geodiff.errors import ConfigError, DataError, ModelError
 from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
+from geodiff.model.widen import widen_decoder
 from geodiff.progress import ProgressCallback, report
 from geodiff.train.config import TrainConfig
 from geodiff.train.dataset import TileDataset, check_num_classes
@@ -208,12 +209,17 @@ def train_autoencoder(
         )
     else:
         vae = build_autoencoder(cfg.model)
+    if sec.widen_decoder:
+        vae = widen_decoder(vae, seed=cfg.run.seed)
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
     if sec.decoder_only:  # the latent space stays exactly as it is: encoder frozen (and kept in eval mode)
         for part in (vae.encoder, getattr(vae, "quant_conv", None)):
             if part is not None:
                 part.requires_grad_(False).eval()
+    cond = getattr(vae.decoder, "condition_encoder", None)
+    if cond is not None:  # AsymmetricAutoencoderKL's inpainting branch: geodiff decodes without a mask
+        cond.requires_grad_(False)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sec.lr, weight_decay=0.0)
     disc = opt_d = None
