@@ -104,3 +104,27 @@ def test_widen_decoder_needs_decoder_only(tmp_path: Path, dataset: Path) -> None
     path.write_text(path.read_text().replace("[autoencoder]\n", "[autoencoder]\nwiden_decoder = true\n"))
     with pytest.raises(ConfigError, match="widen_decoder needs decoder_only"):
         load_config(path)
+
+
+def test_a_widened_autoencoder_reloads_without_a_config_warning(tmp_path: Path) -> None:
+    """diffusers' AsymmetricAutoencoderKL warns on reloading its own config (two keys it registers itself);
+    geodiff hides exactly that message, and a config with a genuinely unexpected key still warns."""
+    import io
+    import json
+    import logging
+
+    from diffusers.utils import logging as dlog
+
+    widen_decoder(_trained_looking_vae()).save_pretrained(tmp_path / "vae")
+    seen = io.StringIO()
+    handler = logging.StreamHandler(seen)
+    dlog.get_logger("diffusers").addHandler(handler)
+    try:
+        assert isinstance(load_autoencoder(tmp_path / "vae"), AsymmetricAutoencoderKL)
+        assert "not expected" not in seen.getvalue()
+        cfg_file = tmp_path / "vae" / "config.json"
+        cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "bogus_key": 1}))
+        load_autoencoder(tmp_path / "vae")
+        assert "bogus_key" in seen.getvalue()
+    finally:
+        dlog.get_logger("diffusers").removeHandler(handler)

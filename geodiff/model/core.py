@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -55,6 +57,20 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if enabled:
             dlog.enable_progress_bar()
+
+
+class _DropDerivedAsymKeys:
+    """AsymmetricAutoencoderKL registers two keys it derives itself (``block_out_channels``, ``force_upcast``),
+    so reloading its own config.json warns that they "are not expected". Drop exactly that message: a config
+    with any other unexpected key still warns."""
+
+    _MESSAGE = re.compile(
+        r"The config attributes \{'block_out_channels': \[[\d, ]*\], 'force_upcast': (True|False)\} "
+        r"were passed to AsymmetricAutoencoderKL"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._MESSAGE.match(record.getMessage())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,11 +156,18 @@ def load_autoencoder(
         raise ModelError(
             f"{path_or_id!s}: autoencoder class {name!r} is not supported; use one of {', '.join(classes)}"
         )
+    from diffusers.utils import logging as dlog
+
+    config_log = dlog.get_logger("diffusers.configuration_utils")
+    drop = _DropDerivedAsymKeys()
+    config_log.addFilter(drop)
     try:
         with _quiet_loading():
             return classes[name].from_pretrained(str(path_or_id), torch_dtype=dtype, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load the autoencoder weights from {path_or_id!s}: {exc}") from exc
+    finally:
+        config_log.removeFilter(drop)
 
 
 def build_unet(cfg: ModelConfig, in_extra: int) -> UNet2DConditionModel:

@@ -63,7 +63,9 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         f"| window | {cfg.tile_size} x {cfg.tile_size} px, latents {cfg.tile_size // model.latent_factor}^2 x "
         f"{model.latent_channels} (f{model.latent_factor}) |",
         f"| conditioning | `{cfg.conditioning}` (map embedding `{cfg.map_embedding}`, context pool {cfg.context_pool}) |",
-        f"| autoencoder | {cfg.vae_type.upper()} {cfg.vae_block_channels}, {n_vae:.2f} M params |",
+        f"| autoencoder | {cfg.vae_type.upper()} {cfg.vae_block_channels}"
+        + (f" (decoder {cfg.vae_decoder_channels})" if cfg.vae_decoder_channels else "")
+        + f", {n_vae:.2f} M params |",
         f"| U-Net | {cfg.unet_block_channels}, {n_unet:.2f} M params; map encoder {n_enc:.3f} M |",
         f"| noise schedule | {cfg.num_train_timesteps} steps, {cfg.beta_schedule} betas "
         f"{cfg.beta_start}-{cfg.beta_end}, {cfg.prediction_type}; sampler DPM-Solver++ 2M, 20 steps |",
