@@ -165,6 +165,11 @@ def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str |
         ({"data": {"path": "x"}, "run": {"device": "tpu"}}, "run.device"),
         ({"data": {}}, "data.path is required"),
         ({"data": {"path": "x", "crop": 30}}, "crop"),
+        ({"data": {"path": "x"}, "autoencoder": {"lowpass_block": 1}}, "lowpass_block between 2"),
+        (
+            {"data": {"path": "x", "crop": 32}, "autoencoder": {"lowpass_block": 64}},
+            "lowpass_block.*crop \\(32\\)",
+        ),
     ],
 )
 def test_bad_configs(data: dict, match: str) -> None:

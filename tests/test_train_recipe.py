@@ -17,7 +17,7 @@ from geodiff.train.config import load_config
 from geodiff.train.dataset import TileDataset
 from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
 from geodiff.train.latents import NUM_DIHEDRAL, LatentCache, dihedral
-from geodiff.train.loops import diffusion_loss, train_autoencoder, train_diffusion
+from geodiff.train.loops import diffusion_loss, lowpass_l1, train_autoencoder, train_diffusion
 from tests.test_model import TINY
 from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
 
@@ -69,6 +69,35 @@ def test_gan_autoencoder_trains_and_resumes_to_the_same_state(tmp_path: Path, da
     assert a["step"] == b["step"] == 4
     assert _states_equal(a["model"], b["model"]) and _states_equal(a["disc"], b["disc"])
     assert not _states_equal(a["disc"], PatchDiscriminator(3, 8, 2).state_dict())  # it did learn
+
+
+def test_lowpass_l1_counts_colour_and_shading_not_texture() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.6 - 0.3  # zero mean per block
+    assert lowpass_l1(x + checker, x, 8).item() < 1e-6
+    assert lowpass_l1(x + 0.1, x, 8).item() == pytest.approx(0.1, abs=1e-5)  # a colour cast counts in full
+    ramp = torch.linspace(-0.2, 0.2, 32).repeat(32, 1)  # shading across blocks counts, within them not
+    assert (
+        0.09 < lowpass_l1(x + ramp, x, 8).item() < 0.11
+    )  # the block means of |ramp|: 0.15, 0.05, 0.05, 0.15
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_lowpass_term_enters_the_autoencoder_loss(tmp_path: Path, dataset: Path, weight: float) -> None:  # noqa: F811
+    path = write_config(tmp_path, dataset)
+    path.write_text(
+        path.read_text().replace(
+            "[autoencoder]\n", f"[autoencoder]\nlowpass_weight = {weight}\nlowpass_block = 4\n"
+        )
+    )
+    cfg = load_config(path)
+    train_autoencoder(cfg)
+    rows = list(csv.DictReader((cfg.run_dir / "autoencoder" / "log.csv").open()))
+    # without the GAN, loss = l1 + l2_weight * mse + reg + lowpass_weight * lowpass_l1
+    extra = [float(r["loss"]) - float(r["l1"]) - float(r["mse"]) - float(r["reg"]) for r in rows]
+    assert len(rows) == 4
+    assert all(e > 1e-3 for e in extra) if weight else all(abs(e) < 1e-4 for e in extra)
 
 
 def test_diffusion_recipe_trains_and_resumes_to_the_same_state(tmp_path: Path, dataset: Path) -> None:  # noqa: F811

@@ -69,8 +69,9 @@ def test_only_kl_autoencoders_without_attention_widen() -> None:
 
 
 def test_widened_decoder_fine_tune_keeps_the_latents_and_ships_in_a_model(
-    tmp_path: Path, dataset: Path
-) -> None:  # noqa: F811
+    tmp_path: Path,
+    dataset: Path,  # noqa: F811
+) -> None:
     base_path = write_config(tmp_path, dataset)
     base = load_config(base_path)
     vae_dir = train_autoencoder(base)

@@ -32,6 +32,11 @@ class AutoencoderSection:
     kl_weight: float = 1e-6
     l2_weight: float = 1.0
     """Weight of an MSE term next to L1 (helps PSNR; no perceptual network is needed)."""
+    lowpass_weight: float = 0.0
+    """Weight of an L1 term on ``lowpass_block``-px block averages of the reconstruction: it anchors colours
+    and shading without penalising texture, against the colour cast a strong adversarial term brings; kept out
+    of the adaptive GAN weight's reference, so it does not scale the GAN term up. 0 = off."""
+    lowpass_block: int = 8
     pretrained: str = ""
     """Start from (or just use, with steps = 0) a diffusers autoencoder: a folder or hub id."""
     pretrained_subfolder: str = ""
@@ -189,6 +194,12 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if cfg.autoencoder.widen_decoder and not cfg.autoencoder.decoder_only:
         raise ConfigError(
             f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder)"
+        )
+    ae_crop = cfg.autoencoder.crop or cfg.data.crop
+    if cfg.autoencoder.lowpass_weight < 0 or not 2 <= cfg.autoencoder.lowpass_block <= ae_crop:
+        raise ConfigError(
+            f"{source}: autoencoder.lowpass_weight must be >= 0 and lowpass_block between 2 and the "
+            f"autoencoder crop ({ae_crop}), got {cfg.autoencoder.lowpass_weight} / {cfg.autoencoder.lowpass_block}"
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")

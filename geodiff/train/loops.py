@@ -138,6 +138,12 @@ def _lr_lambda(warmup: int) -> Any:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def lowpass_l1(y: torch.Tensor, x: torch.Tensor, block: int) -> torch.Tensor:
+    """L1 between ``block``-px block averages: colour and shading errors count, texture within a block
+    does not (so it anchors colours without fighting the adversarial term's detail)."""
+    return F.l1_loss(F.avg_pool2d(y, block), F.avg_pool2d(x, block))
+
+
 @torch.no_grad()
 def evaluate_autoencoder(
     vae: Any, ds: TileDataset, device: torch.device, max_tiles: int = 64
@@ -286,6 +292,8 @@ def train_autoencoder(
         mse = F.mse_loss(y.float(), x)
         rec = l1 + sec.l2_weight * mse
         loss = rec + reg.float()
+        if sec.lowpass_weight > 0:
+            loss = loss + sec.lowpass_weight * lowpass_l1(y.float(), x, sec.lowpass_block)
         d_weight = d_loss = torch.zeros(())
         if gan_on:
             d_weight = adaptive_weight(rec, g_loss.float(), last_layer) * sec.disc_weight
