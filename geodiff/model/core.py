@@ -84,33 +84,30 @@ Autoencoder = AutoencoderKL | AsymmetricAutoencoderKL | VQModel
 def build_autoencoder(cfg: ModelConfig) -> Autoencoder:
     """A fresh (untrained) autoencoder as described by ``cfg``."""
     n = len(cfg.vae_block_channels)
-    if cfg.vae_type == "asym_kl":
-        return AsymmetricAutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * n,
-            down_block_out_channels=tuple(cfg.vae_block_channels),
-            layers_per_down_block=cfg.vae_layers_per_block,
-            up_block_types=("UpDecoderBlock2D",) * n,
-            up_block_out_channels=tuple(cfg.vae_decoder_channels),
-            layers_per_up_block=cfg.vae_layers_per_block,
-            latent_channels=cfg.latent_channels,
-            norm_num_groups=cfg.vae_norm_groups,
-            sample_size=cfg.tile_size,
-            scaling_factor=1.0,
-        )
-    common: dict[str, Any] = dict(
+    # diffusers names the block options differently for the asymmetric autoencoder; the rest is shared
+    shared: dict[str, Any] = dict(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(cfg.vae_block_channels),
-        layers_per_block=cfg.vae_layers_per_block,
         latent_channels=cfg.latent_channels,
         norm_num_groups=cfg.vae_norm_groups,
         sample_size=cfg.tile_size,
         scaling_factor=1.0,
+    )
+    if cfg.vae_type == "asym_kl":  # its mid-block always has attention
+        return AsymmetricAutoencoderKL(
+            down_block_out_channels=tuple(cfg.vae_block_channels),
+            layers_per_down_block=cfg.vae_layers_per_block,
+            up_block_out_channels=tuple(cfg.vae_decoder_channels),
+            layers_per_up_block=cfg.vae_layers_per_block,
+            **shared,
+        )
+    common: dict[str, Any] = dict(
+        block_out_channels=tuple(cfg.vae_block_channels),
+        layers_per_block=cfg.vae_layers_per_block,
         mid_block_add_attention=cfg.vae_mid_attention,
+        **shared,
     )
     if cfg.vae_type == "vq":
         return VQModel(
