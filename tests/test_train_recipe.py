@@ -248,3 +248,45 @@ def test_max_minutes_is_the_runs_total_across_resumes(tmp_path: Path, dataset: P
     train_diffusion(cfg, resume=True)
     assert _ckpt(ae_ckpt)["step"] == 3 and _ckpt(ae_ckpt)["seconds"] > 3600
     assert _ckpt(cfg.run_dir / "diffusion" / "checkpoint.pt")["step"] == 3
+
+
+def _finetune_config(
+    tmp_path: Path, data: Path, pretrained: Path, steps: int, model_section: str = ""
+) -> Path:
+    """A diffusion-only config that trains on from ``pretrained`` (no [model] section unless given)."""
+    path = tmp_path / f"finetune{steps}.toml"
+    path.write_text(
+        f'[data]\npath = "{data}"\ncrop = 32\n{model_section}'
+        f'[diffusion]\nsteps = {steps}\nbatch_size = 2\npretrained = "{pretrained}"\n'
+        f'[run]\ndir = "{tmp_path / f"ft{steps}"}"\nthreads = 1\nlog_every = 1\ncheckpoint_every = 2\n'
+    )
+    return path
+
+
+def test_diffusion_trains_on_from_a_pretrained_model(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    from geodiff.errors import ConfigError
+    from tests.tiny_model import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "base", seed=3, resolution_m=1.0, guidance_scale=1.5)
+    ref = GeodiffModel.from_pretrained(base)
+
+    # 0 steps: the exported model is the pretrained one, weights and settings, with no autoencoder stage run
+    out0 = train_diffusion(load_config(_finetune_config(tmp_path, dataset, base, steps=0)))
+    same = GeodiffModel.from_pretrained(out0)
+    assert not (tmp_path / "ft0" / "autoencoder").exists()
+    assert same.config == ref.config
+    for part in ("unet", "map_encoder", "vae"):
+        assert _states_equal(getattr(same, part).state_dict(), getattr(ref, part).state_dict()), part
+
+    # a few steps: U-Net trained on, autoencoder untouched, the card says where it started
+    out2 = train_diffusion(load_config(_finetune_config(tmp_path, dataset, base, steps=2)))
+    tuned = GeodiffModel.from_pretrained(out2)
+    assert _states_equal(tuned.vae.state_dict(), ref.vae.state_dict())
+    assert not _states_equal(tuned.unet.state_dict(), ref.unet.state_dict())
+    assert f"started from | `{base}`" in (out2 / "README.md").read_text()
+
+    with pytest.raises(ConfigError, match="remove the \\[model\\] section"):
+        load_config(_finetune_config(tmp_path, dataset, base, 2, model_section="[model]\ntile_size = 64\n"))
+    other = make_tiny_model(tmp_path / "at2m", resolution_m=2.0)  # the model's resolution, not a default
+    with pytest.raises(ConfigError, match="dataset resolution 1.0 m/px differs"):
+        train_diffusion(load_config(_finetune_config(tmp_path, dataset, other, steps=1)))

@@ -67,14 +67,25 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         + (f" (decoder {cfg.vae_decoder_channels})" if cfg.vae_decoder_channels else "")
         + f", {n_vae:.2f} M params |",
         f"| U-Net | {cfg.unet_block_channels}, {n_unet:.2f} M params; map encoder {n_enc:.3f} M |",
+        *(
+            [
+                f"| started from | `{info['pretrained']}` (U-Net and map encoder trained on; autoencoder as it was) |"
+            ]
+            if info.get("pretrained")
+            else []
+        ),
         f"| noise schedule | {cfg.num_train_timesteps} steps, {cfg.beta_schedule} betas "
         f"{cfg.beta_start}-{cfg.beta_end}, {cfg.prediction_type}; sampler DPM-Solver++ 2M, 20 steps |",
         f"| classifier-free guidance | default scale {cfg.guidance_scale:g}"
         + (" (trained with map dropout)" if cfg.guidance_scale > 1 else " (off)")
         + " |",
         f"| training steps | {info.get('step', '?')} diffusion steps, {info.get('train_seconds', 0) / 60:.0f} min |",
-        f"| autoencoder PSNR / SSIM / sharpness (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} / "
-        f"{ae.get('sharpness', '?')} on {ae.get('tiles', '?')} held-out tiles |",
+        (
+            f"| autoencoder PSNR / SSIM / sharpness (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} / "
+            f"{ae.get('sharpness', '?')} on {ae.get('tiles', '?')} held-out tiles |"
+            if ae or not info.get("pretrained")
+            else f"| autoencoder PSNR / SSIM / sharpness (val) | unchanged: see the card of `{info['pretrained']}` |"
+        ),
         f"| size on disk | {_size_mb(folder):.1f} MB ({cfg.storage_dtype} safetensors, shards <= 15 MB) |",
         "",
         "## Training data",

@@ -84,6 +84,11 @@ class DiffusionSection:
     """Fraction of training samples whose map is replaced by "no class" everywhere, so the model also learns
     the unconditional prediction that classifier-free guidance needs (0.1 is usual; 0 = always conditioned)."""
 
+    pretrained: str = ""
+    """Start the U-Net and map encoder from this geodiff model (a folder, a name from ``geodiff models`` such
+    as ``geodiff-default``, or a hub id), e.g. to adapt the shipped model to your own region. The model's own
+    autoencoder and settings are used, so the config has no [model] section and needs no autoencoder stage."""
+
 
 @dataclass
 class RunSection:
@@ -186,6 +191,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{source}: diffusion.cond_drop must be below 1 (a fraction of samples), got "
             f"{cfg.diffusion.cond_drop}"
+        )
+    if cfg.diffusion.pretrained and "model" in data:
+        raise ConfigError(
+            f"{source}: diffusion.pretrained trains on with that model's own settings; remove the [model] section"
         )
     if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
         raise ConfigError(

@@ -16,6 +16,7 @@ cropped in latent space (``diffusion.latent_cache``), and map dropout for classi
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -415,6 +416,16 @@ def _ae_folder(cfg: TrainConfig) -> Path:
     return folder
 
 
+def _pretrained_model(ref: str) -> GeodiffModel:
+    """The model ``diffusion.pretrained`` names (folder, installed name or hub id), in float32 for training."""
+    from geodiff.models import resolve_model
+
+    found = resolve_model(Path(ref).expanduser() if Path(ref).expanduser().exists() else ref)
+    if found.path is None:
+        raise ConfigError(f"diffusion.pretrained = {ref!r} is not a model folder, name or hub id")
+    return GeodiffModel.from_pretrained(found.path, dtype=torch.float32)
+
+
 def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: dict[str, Any]) -> None:
     """save_pretrained with the EMA weights (the live weights are restored afterwards) + model card."""
     from geodiff.train.card import write_model_card
@@ -440,6 +451,9 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     device = _setup(cfg)
     sec = cfg.diffusion
     out, ckpt_path = _run_folder(cfg, DIFF_DIR, resume)
+    pretrained = _pretrained_model(sec.pretrained) if sec.pretrained else None
+    if pretrained is not None:  # its settings are the run's, so the card and checkpoints say what was trained
+        cfg.model = copy.deepcopy(pretrained.config)
     ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
     check_num_classes(ds.manifest)
     if abs(ds.manifest["resolution_m"] - cfg.model.resolution_m) > 1e-6:
@@ -447,14 +461,18 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
             f"dataset resolution {ds.manifest['resolution_m']} m/px differs from model.resolution_m "
             f"{cfg.model.resolution_m}; rebuild the dataset or change the config"
         )
-    ae_dir = _ae_folder(cfg)
-    vae = load_autoencoder(ae_dir)
-    model = GeodiffModel(cfg.model, vae=vae)
-    model.set_autoencoder(vae)
+    if pretrained is not None:
+        model = pretrained
+        ae_metrics = None  # measured when that model was made; its card has them
+    else:
+        vae = load_autoencoder(_ae_folder(cfg))
+        model = GeodiffModel(cfg.model, vae=vae)
+        model.set_autoencoder(vae)
+        ae_metrics = cfg.run_dir / AE_DIR / "metrics.json"
     model.to(device)
     model.vae.eval().requires_grad_(False)
-    model.unet.train()
-    model.map_encoder.train()
+    model.unet.train().requires_grad_(True)  # a loaded model comes frozen, for inference
+    model.map_encoder.train().requires_grad_(True)
     params = _trainable(model)
     opt = torch.optim.AdamW(params, lr=sec.lr, weight_decay=sec.weight_decay)
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sec.warmup_steps))
@@ -499,11 +517,13 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     start = time.monotonic()
     first_step = step
     avg = None
-    ae_metrics = cfg.run_dir / AE_DIR / "metrics.json"
     card: dict[str, Any] = {
         "dataset": ds.manifest,
         "config": cfg.to_dict(),
-        "autoencoder_metrics": json.loads(ae_metrics.read_text()) if ae_metrics.exists() else {},
+        "autoencoder_metrics": json.loads(ae_metrics.read_text())
+        if ae_metrics and ae_metrics.exists()
+        else {},
+        "pretrained": sec.pretrained,
     }
 
     def checkpoint() -> None:
