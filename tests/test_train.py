@@ -165,10 +165,13 @@ def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str |
         ({"data": {"path": "x"}, "run": {"device": "tpu"}}, "run.device"),
         ({"data": {}}, "data.path is required"),
         ({"data": {"path": "x", "crop": 30}}, "crop"),
-        ({"data": {"path": "x"}, "autoencoder": {"lowpass_block": 1}}, "lowpass_block between 2"),
         (
-            {"data": {"path": "x", "crop": 32}, "autoencoder": {"lowpass_block": 64}},
-            "lowpass_block.*crop \\(32\\)",
+            {"data": {"path": "x"}, "autoencoder": {"lowpass_weight": 1.0, "lowpass_block": 1}},
+            "lowpass_block must be at least 2",
+        ),
+        (
+            {"data": {"path": "x", "crop": 32}, "autoencoder": {"lowpass_weight": 1.0, "lowpass_block": 12}},
+            "divide the autoencoder crop \\(32\\), got 12",
         ),
     ],
 )

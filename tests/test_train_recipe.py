@@ -285,6 +285,16 @@ def test_diffusion_trains_on_from_a_pretrained_model(tmp_path: Path, dataset: Pa
     assert not _states_equal(tuned.unet.state_dict(), ref.unet.state_dict())
     assert f"started from | `{base}`" in (out2 / "README.md").read_text()
 
+    # resuming with another starting model would pair a U-Net with another autoencoder's latents
+    cfg = load_config(
+        _finetune_config(tmp_path, dataset, make_tiny_model(tmp_path / "b2", resolution_m=1.0), 2)
+    )
+    cfg.run.dir = str(tmp_path / "ft2")
+    with pytest.raises(ConfigError, match="was trained with diffusion.pretrained"):
+        train_diffusion(cfg, resume=True)
+    cfg.diffusion.pretrained, cfg.diffusion.steps = str(base), 3
+    train_diffusion(cfg, resume=True)  # the same one resumes
+
     with pytest.raises(ConfigError, match="remove the \\[model\\] section"):
         load_config(_finetune_config(tmp_path, dataset, base, 2, model_section="[model]\ntile_size = 64\n"))
     other = make_tiny_model(tmp_path / "at2m", resolution_m=2.0)  # the model's resolution, not a default

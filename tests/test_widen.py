@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import AsymmetricAutoencoderKL
+from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from geodiff.errors import ConfigError, ModelError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_autoencoder
@@ -66,6 +66,13 @@ def test_only_kl_autoencoders_without_attention_widen() -> None:
         widen_decoder(build_autoencoder(ModelConfig(**{**TINY, "vae_type": "vq"})))
     with pytest.raises(ModelError, match="mid-block attention"):
         widen_decoder(build_autoencoder(ModelConfig(**{**TINY, "vae_mid_attention": True})))
+    shifted = build_autoencoder(ModelConfig(**TINY))
+    shifted.register_to_config(shift_factor=0.1)  # e.g. a hub autoencoder with a latent shift
+    with pytest.raises(ModelError, match="latent shift"):
+        widen_decoder(shifted)
+    bare = AutoencoderKL(**{**dict(shifted.config), "shift_factor": None, "use_quant_conv": False})
+    with pytest.raises(ModelError, match="quant_conv"):
+        widen_decoder(bare)
 
 
 def test_widened_decoder_fine_tune_keeps_the_latents_and_ships_in_a_model(

@@ -186,6 +186,8 @@ class ModelConfig:
                     f"an 'asym_kl' autoencoder needs one decoder width per block ({len(self.vae_block_channels)}, "
                     f"as in vae_block_channels), each divisible by vae_norm_groups={self.vae_norm_groups}",
                 )
+        elif self.vae_decoder_channels:
+            raise bad("vae_decoder_channels", "only an 'asym_kl' autoencoder has its own decoder widths")
         for c in self.unet_block_channels:
             if c % self.unet_norm_groups:
                 raise bad(

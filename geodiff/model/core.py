@@ -299,6 +299,8 @@ class GeodiffModel(nn.Module):
             c.vae_type = "vq" if isinstance(vae, VQModel) else "kl"
             c.vae_block_channels = list(vae.config.block_out_channels)
             c.vae_decoder_channels = []
+            c.vae_layers_per_block = int(vae.config.layers_per_block)
+            c.vae_mid_attention = bool(getattr(vae.config, "mid_block_add_attention", True))
         c.latent_channels = int(vae.config.latent_channels)
 
     # -- inference API ----------------------------------------------------------------------------------------

@@ -59,6 +59,13 @@ def widen_decoder(vae: AutoencoderKL, seed: int = 0) -> AsymmetricAutoencoderKL:
         t != "UpDecoderBlock2D" for t in c.up_block_types
     ):
         raise ModelError("only DownEncoderBlock2D / UpDecoderBlock2D autoencoders can be widened")
+    if getattr(c, "shift_factor", None) is not None or getattr(c, "latents_mean", None) is not None:
+        # AsymmetricAutoencoderKL has only a scale: a shifted latent space would silently change
+        raise ModelError(
+            "only an autoencoder without a latent shift (shift_factor / latents_mean) can be widened"
+        )
+    if not (getattr(c, "use_quant_conv", True) and getattr(c, "use_post_quant_conv", True)):
+        raise ModelError("only an autoencoder with quant_conv and post_quant_conv can be widened")
     if getattr(c, "mid_block_add_attention", True):
         # duplicated channels double the attention logits: the copy would not decode the same
         raise ModelError("only an autoencoder without mid-block attention can be widened")

@@ -204,11 +204,11 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder)"
         )
-    ae_crop = cfg.autoencoder.crop or cfg.data.crop
-    if cfg.autoencoder.lowpass_weight < 0 or not 2 <= cfg.autoencoder.lowpass_block <= ae_crop:
+    ae_crop, block = cfg.autoencoder.crop or cfg.data.crop, cfg.autoencoder.lowpass_block
+    if cfg.autoencoder.lowpass_weight > 0 and (block < 2 or ae_crop % block):
         raise ConfigError(
-            f"{source}: autoencoder.lowpass_weight must be >= 0 and lowpass_block between 2 and the "
-            f"autoencoder crop ({ae_crop}), got {cfg.autoencoder.lowpass_weight} / {cfg.autoencoder.lowpass_block}"
+            f"{source}: autoencoder.lowpass_block must be at least 2 and divide the autoencoder crop "
+            f"({ae_crop}), got {block}"
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")

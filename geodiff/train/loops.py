@@ -420,10 +420,13 @@ def _pretrained_model(ref: str) -> GeodiffModel:
     """The model ``diffusion.pretrained`` names (folder, installed name or hub id), in float32 for training."""
     from geodiff.models import resolve_model
 
-    found = resolve_model(Path(ref).expanduser() if Path(ref).expanduser().exists() else ref)
-    if found.path is None:
-        raise ConfigError(f"diffusion.pretrained = {ref!r} is not a model folder, name or hub id")
-    return GeodiffModel.from_pretrained(found.path, dtype=torch.float32)
+    try:
+        found = resolve_model(Path(ref).expanduser() if Path(ref).expanduser().exists() else ref)
+        if found.path is None:  # cannot happen for a name, folder or hub id; keeps the type exact
+            raise ModelError("not a model folder")
+        return GeodiffModel.from_pretrained(found.path, dtype=torch.float32)
+    except ModelError as exc:
+        raise ModelError(f"diffusion.pretrained = {ref!r}: {exc}") from exc
 
 
 def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: dict[str, Any]) -> None:
@@ -454,6 +457,11 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     pretrained = _pretrained_model(sec.pretrained) if sec.pretrained else None
     if pretrained is not None:  # its settings are the run's, so the card and checkpoints say what was trained
         cfg.model = copy.deepcopy(pretrained.config)
+        if cfg.data.crop % pretrained.latent_factor:
+            raise ConfigError(
+                f"{cfg.source}: data.crop={cfg.data.crop} must be a multiple of {sec.pretrained}'s autoencoder "
+                f"factor ({pretrained.latent_factor})"
+            )
     ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
     check_num_classes(ds.manifest)
     if abs(ds.manifest["resolution_m"] - cfg.model.resolution_m) > 1e-6:
@@ -482,6 +490,11 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     step = 0
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, device)
+        if state.get("pretrained", "") != sec.pretrained:  # its U-Net learned another autoencoder's latents
+            raise ConfigError(
+                f"{ckpt_path} was trained with diffusion.pretrained = {state.get('pretrained', '')!r}, the config "
+                f"says {sec.pretrained!r}: set it back to resume, or choose another run.dir"
+            )
         model.unet.load_state_dict(state["unet"])
         model.map_encoder.load_state_dict(state["map_encoder"])
         opt.load_state_dict(state["optimizer"])
@@ -538,6 +551,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "step": step,
                 "rng": _rng_state(gen),
                 "config": cfg.to_dict(),
+                "pretrained": sec.pretrained,
             },
         )
         (out / "time.json").write_text(
