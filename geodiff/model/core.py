@@ -45,20 +45,6 @@ _HOW_TO_GET = (
 _LOAD: dict[str, Any] = {"low_cpu_mem_usage": False}
 
 
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide diffusers' "Loading checkpoint shards" bar: geodiff reports its own progress."""
-    from diffusers.utils import logging as dlog
-
-    enabled = dlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            dlog.enable_progress_bar()
-
-
 class _DropDerivedAsymKeys:
     """AsymmetricAutoencoderKL registers two keys it derives itself (``block_out_channels``, ``force_upcast``),
     so reloading its own config.json warns that they "are not expected". Drop exactly that message: a config
@@ -71,6 +57,25 @@ class _DropDerivedAsymKeys:
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not self._MESSAGE.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide diffusers' "Loading checkpoint shards" bar (geodiff reports its own progress) and its spurious
+    warning on reloading an AsymmetricAutoencoderKL."""
+    from diffusers.utils import logging as dlog
+
+    enabled = dlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    config_log = dlog.get_logger("diffusers.configuration_utils")
+    drop = _DropDerivedAsymKeys()
+    config_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        config_log.removeFilter(drop)
+        if enabled:
+            dlog.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -153,18 +158,11 @@ def load_autoencoder(
         raise ModelError(
             f"{path_or_id!s}: autoencoder class {name!r} is not supported; use one of {', '.join(classes)}"
         )
-    from diffusers.utils import logging as dlog
-
-    config_log = dlog.get_logger("diffusers.configuration_utils")
-    drop = _DropDerivedAsymKeys()
-    config_log.addFilter(drop)
     try:
         with _quiet_loading():
             return classes[name].from_pretrained(str(path_or_id), torch_dtype=dtype, **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load the autoencoder weights from {path_or_id!s}: {exc}") from exc
-    finally:
-        config_log.removeFilter(drop)
 
 
 def build_unet(cfg: ModelConfig, in_extra: int) -> UNet2DConditionModel:

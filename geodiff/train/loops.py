@@ -421,7 +421,7 @@ def _pretrained_model(ref: str) -> GeodiffModel:
     from geodiff.models import resolve_model
 
     try:
-        found = resolve_model(Path(ref).expanduser() if Path(ref).expanduser().exists() else ref)
+        found = resolve_model(ref)  # a folder that exists wins over a name, as everywhere else
         if found.path is None:  # cannot happen for a name, folder or hub id; keeps the type exact
             raise ModelError("not a model folder")
         return GeodiffModel.from_pretrained(found.path, dtype=torch.float32)
