@@ -19,18 +19,17 @@ import torch.nn.functional as F
 
 from geodiff.model import load_autoencoder
 from geodiff.train.dataset import TileDataset
+from geodiff.train.loops import reconstruct, spread_tiles
 
 
 @torch.no_grad()
 def error_breakdown(vae_path: Path, val: TileDataset, n_tiles: int) -> dict[str, object]:
     vae = load_autoencoder(vae_path).eval()
-    idx = np.linspace(0, len(val) - 1, min(n_tiles, len(val))).round().astype(int)
+    idx = spread_tiles(val, n_tiles)  # the tiles evaluate_autoencoder scores
     bias, mse, mse_unbiased, mse_low = [], [], [], []
     for i in idx:
         x = val[int(i)]["image"].unsqueeze(0)
-        enc = vae.encode(x)
-        lat = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
-        err = (vae.decode(lat).sample.float().clamp(-1, 1) - x) * 127.5
+        err = (reconstruct(vae, x) - x) * 127.5
         tile_bias = err.mean(dim=(2, 3), keepdim=True)
         bias.append(tile_bias.flatten().numpy())
         mse.append(float((err**2).mean()))

@@ -145,6 +145,19 @@ def lowpass_l1(y: torch.Tensor, x: torch.Tensor, block: int) -> torch.Tensor:
     return F.l1_loss(F.avg_pool2d(y, block), F.avg_pool2d(x, block))
 
 
+def spread_tiles(ds: TileDataset, n: int) -> np.ndarray:
+    """Indices of at most ``n`` tiles spread evenly over ``ds`` (the autoencoder's fixed evaluation set)."""
+    return np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
+
+
+@torch.no_grad()
+def reconstruct(vae: Any, x: torch.Tensor) -> torch.Tensor:
+    """Encode (posterior mode, or VQ latents) and decode ``x``; float, clamped to [-1, 1]."""
+    enc = vae.encode(x)
+    lat = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
+    return vae.decode(lat).sample.float().clamp(-1, 1)
+
+
 @torch.no_grad()
 def evaluate_autoencoder(
     vae: Any, ds: TileDataset, device: torch.device, max_tiles: int = 64
@@ -155,13 +168,10 @@ def evaluate_autoencoder(
 
     was_training = vae.training
     vae.eval()
-    idx = np.linspace(0, len(ds) - 1, min(max_tiles, len(ds))).round().astype(int)
+    idx = spread_tiles(ds, max_tiles)
     out = []
     for i in idx:
-        x = ds[int(i)]["image"].unsqueeze(0).to(device)
-        enc = vae.encode(x)
-        lat = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
-        y = vae.decode(lat).sample.float().clamp(-1, 1)
+        y = reconstruct(vae, ds[int(i)]["image"].unsqueeze(0).to(device))
         out.append(((y[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
     vae.train(was_training)
     m = reconstruction_metrics(ds.images[idx], np.stack(out))
