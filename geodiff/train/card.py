@@ -69,7 +69,12 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         f"| U-Net | {cfg.unet_block_channels}, {n_unet:.2f} M params; map encoder {n_enc:.3f} M |",
         *(
             [
-                f"| started from | `{info['pretrained']}` (U-Net and map encoder trained on; autoencoder as it was) |"
+                f"| started from | `{info['pretrained']}` (U-Net and map encoder trained on; "
+                + (
+                    f"autoencoder `{info['autoencoder']}`, the model's own grown by detail channels) |"
+                    if info.get("autoencoder")
+                    else "autoencoder as it was) |"
+                )
             ]
             if info.get("pretrained")
             else []

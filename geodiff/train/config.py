@@ -60,6 +60,10 @@ class AutoencoderSection:
     widen_decoder: bool = False
     """With ``decoder_only``: first double the decoder's width, starting from an exact copy of the pretrained
     decoder (:mod:`geodiff.model.widen`), for more detail from the same latents."""
+    extra_latent_channels: int = 0
+    """With ``decoder_only``: add this many latent channels for detail (:mod:`geodiff.model.detail`). The old
+    channels stay exactly as they are; only the new channels' encoder rows and the decoder train, and a
+    diffusion model learns the new channels on top of the old ones (``diffusion.autoencoder``). 0 = off."""
 
 
 @dataclass
@@ -88,6 +92,10 @@ class DiffusionSection:
     """Start the U-Net and map encoder from this geodiff model (a folder, a name from ``geodiff models`` such
     as ``geodiff-default``, or a hub id), e.g. to adapt the shipped model to your own region. The model's own
     autoencoder and settings are used, so the config has no [model] section and needs no autoencoder stage."""
+    autoencoder: str = ""
+    """With ``pretrained``: train on this autoencoder (a folder) instead of the model's own, e.g. one grown by
+    ``autoencoder.extra_latent_channels``. Its first channels must be the model's latents (same encoder and
+    scale); the U-Net grows to predict the new channels too (:func:`geodiff.model.detail.add_unet_latent_channels`)."""
 
 
 @dataclass
@@ -196,6 +204,11 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{source}: diffusion.pretrained trains on with that model's own settings; remove the [model] section"
         )
+    if cfg.diffusion.autoencoder and not cfg.diffusion.pretrained:
+        raise ConfigError(
+            f"{source}: diffusion.autoencoder swaps the autoencoder of diffusion.pretrained; set pretrained too "
+            "(a run without one trains on <run.dir>/autoencoder/vae)"
+        )
     if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
         raise ConfigError(
             f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)"
@@ -203,6 +216,15 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if cfg.autoencoder.widen_decoder and not cfg.autoencoder.decoder_only:
         raise ConfigError(
             f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder)"
+        )
+    if cfg.autoencoder.extra_latent_channels and not cfg.autoencoder.decoder_only:
+        raise ConfigError(
+            f"{source}: autoencoder.extra_latent_channels needs decoder_only = true (and a pretrained autoencoder): "
+            "the old latent channels must stay as they are"
+        )
+    if cfg.autoencoder.extra_latent_channels and cfg.autoencoder.widen_decoder:
+        raise ConfigError(
+            f"{source}: autoencoder.extra_latent_channels and widen_decoder cannot be combined; use one of them"
         )
     ae_crop, block = cfg.autoencoder.crop or cfg.data.crop, cfg.autoencoder.lowpass_block
     if cfg.autoencoder.lowpass_weight > 0 and (block < 2 or ae_crop % block):

@@ -36,6 +36,12 @@ from geodiff.errors import ConfigError, DataError, ModelError
 from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
+from geodiff.model.detail import (
+    add_latent_channels,
+    freeze_old_channels,
+    match_new_channel_scale,
+    use_grown_autoencoder,
+)
 from geodiff.model.widen import widen_decoder
 from geodiff.progress import ProgressCallback, report
 from geodiff.train.config import TrainConfig
@@ -180,13 +186,19 @@ def evaluate_autoencoder(
 
 
 @torch.no_grad()
-def latent_scaling_factor(vae: Any, ds: TileDataset, device: torch.device, n: int = 32) -> float:
-    """1 / std of the latents, so diffusion sees unit-variance latents (as in Stable Diffusion)."""
+def _posterior_means(vae: Any, ds: TileDataset, device: torch.device, n: int = 32) -> torch.Tensor:
+    """Unscaled posterior means (or VQ latents) of the first ``n`` tiles of ``ds``."""
     lats = []
     for i in range(min(n, len(ds))):
         enc = vae.encode(ds[i]["image"].unsqueeze(0).to(device))
         lats.append(enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode())
-    return float(1.0 / torch.cat(lats).float().std().clamp_min(1e-6))
+    return torch.cat(lats).float()
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: Any, ds: TileDataset, device: torch.device, n: int = 32) -> float:
+    """1 / std of the latents, so diffusion sees unit-variance latents (as in Stable Diffusion)."""
+    return float(1.0 / _posterior_means(vae, ds, device, n).std().clamp_min(1e-6))
 
 
 def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
@@ -228,12 +240,18 @@ def train_autoencoder(
         vae = build_autoencoder(cfg.model)
     if sec.widen_decoder:
         vae = widen_decoder(vae, seed=cfg.run.seed)
+    old_channels = 0
+    if sec.extra_latent_channels:
+        old_channels = int(vae.config.latent_channels)
+        vae = add_latent_channels(vae, sec.extra_latent_channels, seed=cfg.run.seed)
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
     if sec.decoder_only:  # the latent space stays exactly as it is: encoder frozen (and kept in eval mode)
         for part in (vae.encoder, getattr(vae, "quant_conv", None)):
             if part is not None:
                 part.requires_grad_(False).eval()
+    if old_channels:  # ... but for the new channels' rows
+        freeze_old_channels(vae, old_channels)
     cond = getattr(vae.decoder, "condition_encoder", None)
     if cond is not None:  # AsymmetricAutoencoderKL's inpainting branch: geodiff decodes without a mask
         cond.requires_grad_(False)
@@ -350,6 +368,8 @@ def train_autoencoder(
     # keeps the pretrained scale: the latents, and the diffusion model trained on them, are unchanged)
     if not sec.decoder_only:
         vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_ds, device))
+    if old_channels:  # the new channels get the old ones' spread, so the one scaling factor fits them all
+        match_new_channel_scale(vae, old_channels, _posterior_means(vae, train_ds, device))
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
     metrics.update(
         step=step,
@@ -482,6 +502,11 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     if pretrained is not None:
         model = pretrained
         ae_metrics = None  # measured when that model was made; its card has them
+        if sec.autoencoder:
+            ae_path = cfg.resolve(sec.autoencoder)
+            use_grown_autoencoder(model, load_autoencoder(ae_path))
+            cfg.model = copy.deepcopy(model.config)
+            ae_metrics = ae_path.parent / "metrics.json"  # written beside it by `geodiff train autoencoder`
     else:
         vae = load_autoencoder(_ae_folder(cfg))
         model = GeodiffModel(cfg.model, vae=vae)
@@ -500,11 +525,12 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     step = 0
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, device)
-        if state.get("pretrained", "") != sec.pretrained:  # its U-Net learned another autoencoder's latents
-            raise ConfigError(
-                f"{ckpt_path} was trained with diffusion.pretrained = {state.get('pretrained', '')!r}, the config "
-                f"says {sec.pretrained!r}: set it back to resume, or choose another run.dir"
-            )
+        for key in ("pretrained", "autoencoder"):  # its U-Net learned another autoencoder's latents
+            if state.get(key, "") != getattr(sec, key):
+                raise ConfigError(
+                    f"{ckpt_path} was trained with diffusion.{key} = {state.get(key, '')!r}, the config "
+                    f"says {getattr(sec, key)!r}: set it back to resume, or choose another run.dir"
+                )
         model.unet.load_state_dict(state["unet"])
         model.map_encoder.load_state_dict(state["map_encoder"])
         opt.load_state_dict(state["optimizer"])
@@ -547,6 +573,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         if ae_metrics and ae_metrics.exists()
         else {},
         "pretrained": sec.pretrained,
+        "autoencoder": sec.autoencoder,
     }
 
     def checkpoint() -> None:
@@ -562,6 +589,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "rng": _rng_state(gen),
                 "config": cfg.to_dict(),
                 "pretrained": sec.pretrained,
+                "autoencoder": sec.autoencoder,
             },
         )
         (out / "time.json").write_text(
