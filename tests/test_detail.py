@@ -25,9 +25,11 @@ from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a 
 from tests.test_widen import _trained_looking_vae
 
 
-def _images(n: int = 2, size: int = 32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(3)
-    return F.interpolate(torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1, size=size, mode="bilinear")
+def _images(n: int = 2, size: int = 32, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(
+        torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1, size=size, mode="bilinear"
+    )
 
 
 def test_grown_autoencoder_keeps_the_old_latents_and_decoding() -> None:
@@ -42,6 +44,31 @@ def test_grown_autoencoder_keeps_the_old_latents_and_decoding() -> None:
         ref = vae.decode(old.mean).sample
         assert torch.allclose(grown.decode(new.mean).sample, ref, atol=1e-6)
         assert ref.abs().mean() > 0.05
+
+
+def _explained(vae, grown, x: torch.Tensor, f: int = 4) -> float:
+    """Share of the old autoencoder's reconstruction error (per latent cell) that a least-squares map of the
+    grown autoencoder's new channels explains."""
+    with torch.no_grad():
+        old = vae.encode(x).latent_dist.mode()
+        r = F.pixel_unshuffle(x - vae.decode(old).sample, f).permute(0, 2, 3, 1).flatten(0, 2)
+        z = grown.encode(x).latent_dist.mode()[:, 4:].permute(0, 2, 3, 1).flatten(0, 2)
+    a = torch.cat([z, torch.ones(len(z), 1)], 1).double()
+    fit = a @ torch.linalg.lstsq(a, r.double()).solution
+    return float(1 - (r - fit).pow(2).sum() / (r - r.mean(0)).pow(2).sum())
+
+
+def test_informative_channels_start_with_the_missing_detail() -> None:
+    vae = _trained_looking_vae()
+    train, held_out = _images(24, 32), _images(8, 32, seed=4)
+    informed = add_latent_channels(vae, 2, images=train).eval()
+    random = add_latent_channels(vae, 2).eval()
+    with torch.no_grad():
+        old, z = vae.encode(train).latent_dist.mean, informed.encode(train).latent_dist.mean
+    assert z[:, 4:].std((0, 2, 3)) == pytest.approx([float(old.std())] * 2, rel=1e-3)  # the old spread
+    assert z[:, 4:].mean().abs() < 1e-3
+    assert torch.equal(z[:, :4], old)
+    assert _explained(vae, informed, held_out) > 1.5 * _explained(vae, random, held_out)
 
 
 def test_only_the_new_rows_and_the_decoder_learn() -> None:
@@ -70,7 +97,9 @@ def test_only_the_new_rows_and_the_decoder_learn() -> None:
 def test_matching_the_new_channels_scale_keeps_the_decoding() -> None:
     grown = add_latent_channels(_trained_looking_vae(), 2).eval()
     with torch.no_grad():
-        grown.decoder.conv_in.weight[:, 4:] = torch.randn_like(grown.decoder.conv_in.weight[:, 4:])  # "trained"
+        grown.decoder.conv_in.weight[:, 4:] = torch.randn_like(
+            grown.decoder.conv_in.weight[:, 4:]
+        )  # "trained"
         x = _images(4)
         before = grown.encode(x).latent_dist
         before_img = grown.decode(before.mean).sample

@@ -251,7 +251,9 @@ def test_evaluate_model_end_to_end(tmp_path: Path) -> None:
         assert key in rep
     assert rep["meta"]["n_eval_tiles"] == 4
     assert rep["seams"]["independent_tiles"]["ratio"] > 0
+    assert rep["distance"]["synthetic_sharpness"] > 0
     out = tmp_path / "report"
+    assert "sharpness of the synthetic tiles" in (out / "summary.md").read_text()
     for name in ("report.json", "summary.md", "samples.png", "per_class_iou.png", "segnet/segnet.json"):
         assert (out / name).is_file(), name
     # the saved seg net is reused

@@ -133,6 +133,11 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
                 f"- reference: seg-feature KID between real training and held-out tiles: "
                 f"{_fmt(dist['real_split_kid'], 4)}"
             )
+        if dist.get("synthetic_sharpness") is not None:
+            lines.append(
+                "- sharpness of the synthetic tiles (high-frequency energy, synthetic / real held-out tiles; "
+                f"1.0 = as sharp): {_fmt(dist['synthetic_sharpness'])}"
+            )
         if dist.get("inception_fid") is not None:
             lines.append(f"- Inception FID: {_fmt(dist['inception_fid'], 2)}")
     rec = report.get("reconstruction")

@@ -22,7 +22,7 @@ import torch
 from geodiff.errors import InputNotFoundError, InvalidParameterError
 from geodiff.evaluate.data import Pairs, load_splits
 from geodiff.evaluate.distance import inception_fid, kid, seg_feature_distances
-from geodiff.evaluate.reconstruction import autoencoder_reconstruction
+from geodiff.evaluate.reconstruction import autoencoder_reconstruction, sharpness_ratio
 from geodiff.evaluate.seams import seam_ratio, tile_boundaries, window_edges
 from geodiff.evaluate.segmentation import (
     SegNet,
@@ -261,6 +261,8 @@ def evaluate_model(
         "synthetic": iou_scores(predict(net, synth), ev.masks),
     }
     dist = seg_feature_distances(net, ev.images, synth, seed=seed)
+    # the autoencoder's sharpness bounds this one: detail the decoder cannot draw never reaches the output
+    dist["synthetic_sharpness"] = sharpness_ratio(ev.images, synth)
     # floor for comparison: two disjoint real samples (train vs held-out) of the same size
     ref = train.subset(range(min(len(ev), len(train))))
     if len(ref) >= 2:

@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from geodiff.errors import ModelError
@@ -52,8 +53,45 @@ def _moment_rows(c: int, k: int) -> tuple[list[int], list[int]]:
     return list(range(c)), [c + k + i for i in range(c)]
 
 
-def add_latent_channels(vae: AutoencoderKL, extra: int, seed: int = 0) -> AutoencoderKL:
-    """``vae`` (float32) with ``extra`` more latent channels; its old channels and its decoding are unchanged."""
+@torch.no_grad()
+def _informative_rows(vae: AutoencoderKL, images: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output rows (``[k, C, 3, 3]`` weights, ``[k]`` biases) whose channels are the ``k`` principal
+    components of what a linear map of the trunk's last features predicts of ``vae``'s reconstruction error.
+
+    Random rows carry little the decoder can pick up, and it learns to read them only slowly; these carry the
+    most predictable part of the missing detail from the first step.
+    """
+    conv = vae.encoder.conv_out
+    seen: dict[str, torch.Tensor] = {}
+    handle = conv.register_forward_hook(lambda m, i, o: seen.__setitem__("f", i[0]))
+    try:
+        z = vae.encode(images).latent_dist.mode()
+    finally:
+        handle.remove()
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    residual = F.pixel_unshuffle(images - vae.decode(z).sample, f).permute(0, 2, 3, 1).flatten(0, 2)
+    feats = F.unfold(seen["f"], conv.kernel_size, padding=conv.padding).transpose(1, 2).flatten(0, 1)
+    a = torch.cat([feats, torch.ones(len(feats), 1)], 1).double()
+    gram = a.T @ a
+    ridge = 1e-4 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    w = torch.linalg.solve(gram + ridge, a.T @ residual.double())  # features -> predicted residual
+    pred = a @ w
+    _, _, vh = torch.linalg.svd(pred - pred.mean(0), full_matrices=False)
+    proj = w @ vh[:k].T  # features -> the k principal components
+    proj = proj / (a @ proj).std(0).clamp_min(1e-8)  # unit spread; the caller sets the scale
+    proj[-1] -= (a @ proj).mean(0)  # centred
+    weight = proj[:-1].T.reshape(k, *conv.weight.shape[1:])
+    return weight.float(), proj[-1].float()
+
+
+def add_latent_channels(
+    vae: AutoencoderKL, extra: int, seed: int = 0, images: torch.Tensor | None = None
+) -> AutoencoderKL:
+    """``vae`` (float32) with ``extra`` more latent channels; its old channels and its decoding are unchanged.
+
+    With ``images`` (``[N, 3, H, W]`` in ``[-1, 1]``, a few dozen training crops) the new channels start as the
+    principal components of the detail the old latents miss (:func:`_informative_rows`); otherwise at random.
+    """
     _check_kl(vae)
     if extra < 1:
         raise ModelError(f"extra latent channels must be at least 1, got {extra}")
@@ -75,7 +113,12 @@ def add_latent_channels(vae: AutoencoderKL, extra: int, seed: int = 0) -> Autoen
     w_old, b_old = state["encoder.conv_out.weight"], state["encoder.conv_out.bias"]
     w, b = torch.zeros_like(new["encoder.conv_out.weight"]), torch.zeros_like(new["encoder.conv_out.bias"])
     w[old_rows], b[old_rows] = w_old, b_old
-    w[new_mean] = torch.randn(w[new_mean].shape, generator=gen) * w_old[:c].std()
+    if images is None:
+        w[new_mean] = torch.randn(w[new_mean].shape, generator=gen) * w_old[:c].std()
+    else:  # at the old channels' spread (before the old quant_conv, which the new channels skip)
+        with torch.no_grad():
+            spread = vae.encode(images).latent_dist.mean.std()
+        w[new_mean], b[new_mean] = (t * spread for t in _informative_rows(vae, images, k))
     b[new_logvar] = _NEW_LOGVAR
     new["encoder.conv_out.weight"], new["encoder.conv_out.bias"] = w, b
 

@@ -243,7 +243,10 @@ def train_autoencoder(
     old_channels = 0
     if sec.extra_latent_channels:
         old_channels = int(vae.config.latent_channels)
-        vae = add_latent_channels(vae, sec.extra_latent_channels, seed=cfg.run.seed)
+        fresh = not (resume and ckpt_path.exists())  # a resumed run loads its trained rows instead
+        # crops from a generator of their own: the training batches stay those of an uninitialised run
+        crops = train_ds.sample(128, torch.Generator().manual_seed(cfg.run.seed + 1))["image"] if fresh else None
+        vae = add_latent_channels(vae.float(), sec.extra_latent_channels, seed=cfg.run.seed, images=crops)
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
     if sec.decoder_only:  # the latent space stays exactly as it is: encoder frozen (and kept in eval mode)
