@@ -48,9 +48,13 @@ def main() -> None:
 
         model = GeodiffModel.from_pretrained(args.model)
         vae = load_autoencoder(args.vae)
-        if vae.config.scaling_factor != model.vae.config.scaling_factor:
+        if (vae.config.scaling_factor, vae.config.latent_channels) != (
+            model.vae.config.scaling_factor,
+            model.vae.config.latent_channels,
+        ):
             raise SystemExit(
-                f"{args.vae} has another latent scale: only a decoder-only fine-tune may be swapped in"
+                f"{args.vae} has another latent scale or channel count: only a decoder-only fine-tune may be "
+                "swapped in"
             )
         model.set_autoencoder(vae)
         model.save_pretrained(args.model)

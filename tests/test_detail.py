@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from geodiff.model.detail import (
     match_new_channel_scale,
     use_grown_autoencoder,
 )
+from geodiff.pipeline import GeodiffPipeline
 from geodiff.train.config import load_config
 from geodiff.train.loops import train_autoencoder, train_diffusion
 from tests.test_model import TINY, class_map
@@ -186,9 +188,10 @@ def test_detail_stages_train_and_ship_a_model(tmp_path: Path, dataset: Path) -> 
     model = GeodiffModel.from_pretrained(out)
     assert model.latent_channels == 6 and model.unet.config.in_channels == base.unet.config.in_channels + 2
     assert "detail channels" in (out / "README.md").read_text()
-    with torch.no_grad():
-        lat = torch.randn(1, 6, 8, 8)
-        assert model.decode_latents(lat).shape == (1, 3, 32, 32)
+    pipe = GeodiffPipeline(model, model.make_scheduler("dpm"))
+    out = pipe(class_map(1, 64)[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+               return_latents=True)  # fmt: skip
+    assert out.latents.shape[1] == 6 and np.asarray(out.images).shape[-3:] == (64, 64, 3)
     # resuming with another autoencoder is refused: the U-Net learned these latents
     other = diff_cfg.read_text().replace(f'autoencoder = "{vae_dir}"', f'autoencoder = "{model_dir / "vae"}"')
     diff_cfg.write_text(other)
