@@ -106,7 +106,10 @@ def main() -> None:
     info["autoencoder_metrics"] = ae  # measured above on the shipped weights
     ckpt = args.run_dir / "diffusion" / "checkpoint.pt"
     if ckpt.exists():
-        info["config"] = _load_checkpoint(ckpt, torch.device("cpu"))["config"]
+        state = _load_checkpoint(ckpt, torch.device("cpu"))
+        info["config"] = state["config"]
+        # a run that trained on from another model (and autoencoder) says so in the card
+        info.update(pretrained=state.get("pretrained", ""), autoencoder=state.get("autoencoder", ""))
     write_model_card(args.model, model, info)
     print(json.dumps(metrics, indent=2))
 
