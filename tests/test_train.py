@@ -173,6 +173,10 @@ def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str |
             {"data": {"path": "x", "crop": 32}, "autoencoder": {"lowpass_weight": 1.0, "lowpass_block": 12}},
             "divide the autoencoder crop \\(32\\), got 12",
         ),
+        (
+            {"data": {"path": "x"}, "autoencoder": {"disc_pretrained": "run/autoencoder/checkpoint.pt"}},
+            "disc_pretrained needs disc_weight > 0",
+        ),
     ],
 )
 def test_bad_configs(data: dict, match: str) -> None:

@@ -12,6 +12,7 @@ import torch
 from diffusers.training_utils import compute_snr
 from diffusers.utils.torch_utils import randn_tensor
 
+from geodiff.errors import ConfigError, InputNotFoundError
 from geodiff.model import GeodiffModel, ModelConfig
 from geodiff.train.config import load_config
 from geodiff.train.dataset import TileDataset
@@ -69,6 +70,33 @@ def test_gan_autoencoder_trains_and_resumes_to_the_same_state(tmp_path: Path, da
     assert a["step"] == b["step"] == 4
     assert _states_equal(a["model"], b["model"]) and _states_equal(a["disc"], b["disc"])
     assert not _states_equal(a["disc"], PatchDiscriminator(3, 8, 2).state_dict())  # it did learn
+
+
+def test_a_run_continues_an_earlier_runs_discriminator(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    earlier = _config(tmp_path, dataset, "earlier", ae_steps=4, diff_steps=4)
+    train_autoencoder(earlier)
+    earlier_ckpt = earlier.run_dir / "autoencoder" / "checkpoint.pt"
+    later = _config(tmp_path, dataset, "later", ae_steps=0, diff_steps=4)
+    later.autoencoder.disc_pretrained = str(earlier_ckpt)
+    train_autoencoder(later)
+    a, b = _ckpt(earlier_ckpt), _ckpt(later.run_dir / "autoencoder" / "checkpoint.pt")
+    assert _states_equal(a["disc"], b["disc"])
+    assert a["disc_optimizer"]["state"][0]["step"] == b["disc_optimizer"]["state"][0]["step"] == 2
+
+    plain = _config(tmp_path, dataset, "plain", ae_steps=0, diff_steps=4)
+    plain.autoencoder.disc_weight = 0.0
+    train_autoencoder(plain)  # a run without a discriminator: nothing to continue from
+    bad = _config(tmp_path, dataset, "bad", ae_steps=0, diff_steps=4)
+    bad.autoencoder.disc_pretrained = str(plain.run_dir / "autoencoder" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="holds no discriminator"):
+        train_autoencoder(bad)
+    bad.autoencoder.disc_pretrained = str(earlier_ckpt)
+    bad.autoencoder.disc_channels = 16
+    with pytest.raises(ConfigError, match="disc_channels"):
+        train_autoencoder(bad)
+    bad.autoencoder.disc_pretrained = str(tmp_path / "missing.pt")
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        train_autoencoder(bad)
 
 
 def test_lowpass_l1_counts_colour_and_shading_not_texture() -> None:

@@ -54,6 +54,10 @@ class AutoencoderSection:
     """Discriminator learning rate (0 = ``lr``)."""
     disc_channels: int = 64
     disc_layers: int = 3
+    disc_pretrained: str = ""
+    """A ``checkpoint.pt`` of an earlier autoencoder run whose discriminator (and its optimizer state) this run
+    continues with, instead of a fresh one: a fresh discriminator first undoes the sharpness the earlier one
+    taught the decoder. Same ``disc_channels``/``disc_layers`` as that run. "" = a fresh discriminator."""
     decoder_only: bool = False
     """Fine-tune only the decoder of ``pretrained`` (encoder and latent scale frozen, Stable Diffusion's
     decoder fine-tune): the latents do not change, so a diffusion model trained on them stays valid."""
@@ -231,6 +235,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{source}: autoencoder.lowpass_block must be at least 2 and divide the autoencoder crop "
             f"({ae_crop}), got {block}"
+        )
+    if cfg.autoencoder.disc_pretrained and cfg.autoencoder.disc_weight <= 0:
+        raise ConfigError(
+            f"{source}: autoencoder.disc_pretrained needs disc_weight > 0 (a discriminator to continue with)"
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")

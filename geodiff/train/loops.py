@@ -32,7 +32,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from diffusers.utils.torch_utils import randn_tensor
 
 from geodiff.classes import IGNORE
-from geodiff.errors import ConfigError, DataError, ModelError
+from geodiff.errors import ConfigError, DataError, InputNotFoundError, ModelError
 from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
@@ -213,6 +213,31 @@ def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
     return out, ckpt_path
 
 
+def _continue_discriminator(
+    path: str | Path, disc: torch.nn.Module, opt_d: torch.optim.Optimizer, device: torch.device
+) -> None:
+    """Load the discriminator and its optimizer state from an earlier autoencoder run's checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"autoencoder.disc_pretrained: {path} does not exist (point it at an autoencoder run's checkpoint.pt)"
+        )
+    state = _load_checkpoint(path, device)
+    if "disc" not in state:
+        raise ConfigError(
+            f"autoencoder.disc_pretrained: {path} holds no discriminator (its run had disc_weight = 0); "
+            "remove disc_pretrained to start a fresh one"
+        )
+    try:
+        disc.load_state_dict(state["disc"])
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"autoencoder.disc_pretrained: the discriminator in {path} has another shape; set disc_channels "
+            f"and disc_layers as in that run ({str(exc).splitlines()[0]})"
+        ) from exc
+    opt_d.load_state_dict(state["disc_optimizer"])
+
+
 def train_autoencoder(
     cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None
 ) -> Path:
@@ -245,7 +270,9 @@ def train_autoencoder(
         old_channels = int(vae.config.latent_channels)
         fresh = not (resume and ckpt_path.exists())  # a resumed run loads its trained rows instead
         # crops from a generator of their own: the training batches stay those of an uninitialised run
-        crops = train_ds.sample(128, torch.Generator().manual_seed(cfg.run.seed + 1))["image"] if fresh else None
+        crops = (
+            train_ds.sample(128, torch.Generator().manual_seed(cfg.run.seed + 1))["image"] if fresh else None
+        )
         vae = add_latent_channels(vae.float(), sec.extra_latent_channels, seed=cfg.run.seed, images=crops)
     vae.to(device).train()
     is_vq = vae.__class__.__name__ == "VQModel"
@@ -271,6 +298,8 @@ def train_autoencoder(
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     prior = 0.0  # training seconds of earlier invocations: max_minutes is the run's total
+    if disc is not None and sec.disc_pretrained and not (resume and ckpt_path.exists()):
+        _continue_discriminator(cfg.resolve(sec.disc_pretrained), disc, opt_d, device)  # type: ignore[arg-type]
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, device)
         prior = float(state.get("seconds", 0.0))
