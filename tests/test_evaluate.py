@@ -332,7 +332,9 @@ def test_augmentation_results_of_split_seeds_merge_into_the_one_run_result(tmp_p
     # as the files hold them: through JSON
     a, b = (json.loads(json.dumps(r)) for r in (a, b))
     a["command"], b["command"] = "run a", "run b"
+    a["note"] = b["note"] = "same protocol"
     merged = merge_results([a, b])
+    assert merged["note"] == "same protocol"  # a note both runs share is said once
     assert merged["setup"]["seeds"] == [0, 1, 2]
     for arm, change in whole["miou_change_paired"].items():
         np.testing.assert_allclose(merged["miou_change_paired"][arm]["runs"], change["runs"])

@@ -236,7 +236,7 @@ def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(set(seeds)) != len(seeds):
         raise InvalidParameterError(f"seeds repeat across the results ({seeds}): each seed counts once")
     results = {arm: [run for res in parts for run in res["runs"][arm]] for arm in first["runs"]}
-    notes = [res["note"] for res in parts if res.get("note")]
+    notes = list(dict.fromkeys(res["note"] for res in parts if res.get("note")))  # one note once
     commands = [c for res in parts for c in res.get("merged_from") or [res["command"]]]
     return {
         **{k: v for k, v in first.items() if k not in ("note", "seconds", "seconds_of_runs")},
