@@ -5,7 +5,8 @@
         [--guidance-scale S] [--threads 2] [--tiles 4] [--run-dir runs/cpu_default]
 
 ``--guidance-scale`` first sets the model's default classifier-free guidance (config.json), chosen from
-``geodiff evaluate --guidance-scale`` runs.
+``geodiff evaluate --guidance-scale`` runs. ``--card-only`` rewrites README.md from the metrics already recorded,
+after card_notes.md was edited.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=Path("runs/cpu_default"))
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument(
+        "--card-only",
+        action="store_true",
+        help="only rewrite README.md (after editing card_notes.md) from the metrics.json already recorded",
+    )
+    ap.add_argument(
         "--vae",
         type=Path,
         default=None,
@@ -43,6 +49,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.card_only:
+        if args.vae is not None or args.guidance_scale is not None:
+            raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
+        write_card(args, GeodiffModel.from_pretrained(args.model), recorded_autoencoder_metrics(args.model))
+        return
     if args.vae is not None:
         from geodiff.model import load_autoencoder
 
@@ -98,6 +109,27 @@ def main() -> None:
         + (f" --vae {args.vae}" if args.vae is not None else ""),
     }
     (args.model / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_card(args, model, ae)
+    print(json.dumps(metrics, indent=2))
+
+
+def recorded_autoencoder_metrics(folder: Path) -> dict:
+    """The autoencoder figures of an earlier full run, from its metrics.json."""
+    path = folder / "metrics.json"
+    if not path.exists():
+        raise SystemExit(f"{path} does not exist: run without --card-only first, which measures the model")
+    m = json.loads(path.read_text())
+    return {
+        "psnr_db": m["autoencoder PSNR (val, dB)"],
+        "ssim": m["autoencoder SSIM (val)"],
+        "sharpness": m["autoencoder sharpness (val; 1.0 = as sharp as the real tiles)"],
+        "tiles": m["validation tiles"],
+    }
+
+
+def write_card(args: argparse.Namespace, model: GeodiffModel, ae: dict) -> None:
+    """README.md from the model, its dataset's manifest, the training run's record and ``ae``."""
+    val = TileDataset(args.data, "val", crop=None, augment=False)
     info: dict = {"dataset": val.manifest}
     ckpt_info = args.run_dir / "diffusion" / "time.json"
     if ckpt_info.exists():
@@ -111,7 +143,6 @@ def main() -> None:
         # a run that trained on from another model (and autoencoder) says so in the card
         info.update(pretrained=state.get("pretrained", ""), autoencoder=state.get("autoencoder", ""))
     write_model_card(args.model, model, info)
-    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +197,37 @@ def test_bad_toml(tmp_path: Path) -> None:
 def test_shipped_configs_are_valid() -> None:
     for path in sorted(Path(__file__).resolve().parent.parent.glob("configs/*.toml")):
         load_config(path)
+
+
+def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Path, dataset: Path) -> None:
+    from tiny_model import build_tiny_model
+
+    folder = tmp_path / "model"
+    build_tiny_model().save_pretrained(folder)
+    (folder / "card_notes.md").write_text("## Hand-written\n\nEdited after the measurement.\n")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "finalize_model.py"
+    cmd = [
+        sys.executable,
+        str(script),
+        str(folder),
+        str(dataset),
+        "--card-only",
+        "--run-dir",
+        str(tmp_path / "no-run"),
+    ]
+    missing = subprocess.run(cmd, capture_output=True, text=True)
+    assert missing.returncode != 0 and "run without --card-only" in missing.stderr
+    assert not (folder / "README.md").exists()
+    recorded = {
+        "autoencoder PSNR (val, dB)": 21.5,
+        "autoencoder SSIM (val)": 0.61,
+        "autoencoder sharpness (val; 1.0 = as sharp as the real tiles)": 0.42,
+        "validation tiles": 3,
+        "command": "python scripts/finalize_model.py ...",
+    }
+    (folder / "metrics.json").write_text(json.dumps(recorded))
+    subprocess.run(cmd, check=True, capture_output=True)
+    card = (folder / "README.md").read_text()
+    assert "Edited after the measurement." in card
+    assert "21.5 dB / 0.61 / 0.42 on 3 held-out tiles" in card
+    assert json.loads((folder / "metrics.json").read_text()) == recorded  # nothing measured again
