@@ -180,6 +180,14 @@ def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str |
             {"data": {"path": "x"}, "autoencoder": {"disc_pretrained": "run/autoencoder/checkpoint.pt"}},
             "disc_pretrained needs disc_weight > 0",
         ),
+        (
+            {"data": {"path": "x"}, "autoencoder": {"disc_highpass": True}},
+            "disc_warmup and disc_highpass need disc_weight > 0",
+        ),
+        (
+            {"data": {"path": "x"}, "autoencoder": {"disc_weight": 1.0, "disc_warmup": -1}},
+            "disc_warmup = -1: must not be negative",
+        ),
     ],
 )
 def test_bad_configs(data: dict, match: str) -> None:

@@ -16,7 +16,7 @@ from geodiff.errors import ConfigError, InputNotFoundError
 from geodiff.model import GeodiffModel, ModelConfig
 from geodiff.train.config import load_config
 from geodiff.train.dataset import TileDataset
-from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
+from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, high_pass, hinge_d_loss
 from geodiff.train.latents import NUM_DIHEDRAL, LatentCache, dihedral
 from geodiff.train.loops import diffusion_loss, lowpass_l1, train_autoencoder, train_diffusion
 from tests.test_model import TINY
@@ -97,6 +97,39 @@ def test_a_run_continues_an_earlier_runs_discriminator(tmp_path: Path, dataset: 
     bad.autoencoder.disc_pretrained = str(tmp_path / "missing.pt")
     with pytest.raises(InputNotFoundError, match="does not exist"):
         train_autoencoder(bad)
+
+
+def test_during_the_discriminator_warmup_only_the_discriminator_learns(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
+    plain = _config(tmp_path, dataset, "plain", ae_steps=4, diff_steps=4)
+    plain.autoencoder.disc_weight = 0.0
+    train_autoencoder(plain)
+    warm = _config(tmp_path, dataset, "warm", ae_steps=4, diff_steps=4)
+    warm.autoencoder.disc_warmup = 2  # disc_start 2 + 2: the decoder never gets the adversarial term here
+    warm.autoencoder.disc_highpass = True
+    train_autoencoder(warm)
+    a, b = (
+        _ckpt(plain.run_dir / "autoencoder" / "checkpoint.pt"),
+        _ckpt(warm.run_dir / "autoencoder" / "checkpoint.pt"),
+    )
+    assert _states_equal(a["model"], b["model"])  # the autoencoder trained as if there were no discriminator
+    assert not _states_equal(b["disc"], PatchDiscriminator(3, 8, 2, highpass=True).state_dict())  # D learned
+    rows = list(csv.DictReader((warm.run_dir / "autoencoder" / "log.csv").open()))
+    assert [(r["d_loss"] != "", r["g_loss"] != "") for r in rows] == [(False, False)] * 2 + [
+        (True, False)
+    ] * 2
+
+
+def test_highpass_discriminator_judges_pixel_detail() -> None:
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(3, 8, 2, highpass=True)
+    assert disc.net[0].in_channels == 6
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1).expand(1, 3, 32, 32)
+    assert torch.allclose(high_pass(flat), torch.zeros_like(flat), atol=1e-6)  # no detail in a flat image
+    assert high_pass(flat + checker).abs().mean() > 0.08  # zero-mean pixel detail passes
+    with torch.no_grad():
+        disc.net[0].weight[:, :3] = 0  # blind to the image itself: only its high-pass is left
+        assert not torch.allclose(disc(flat + checker), disc(flat))
 
 
 def test_lowpass_l1_counts_colour_and_shading_not_texture() -> None:

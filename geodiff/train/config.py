@@ -50,6 +50,11 @@ class AutoencoderSection:
     (the plain L1 + MSE + KL recipe). 0.5 is the latent-diffusion autoencoders' choice."""
     disc_start: int = 0
     """Step at which the discriminator and the adversarial term start (a warm-up on reconstruction alone)."""
+    disc_warmup: int = 0
+    """Steps from ``disc_start`` in which only the discriminator learns: a fresh one judges at random at first,
+    and its gradients would only disturb the decoder."""
+    disc_highpass: bool = False
+    """Show the discriminator each image's high-pass too (pixel-level texture, what reconstructions lack)."""
     disc_lr: float = 0.0
     """Discriminator learning rate (0 = ``lr``)."""
     disc_channels: int = 64
@@ -239,6 +244,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if cfg.autoencoder.disc_pretrained and cfg.autoencoder.disc_weight <= 0:
         raise ConfigError(
             f"{source}: autoencoder.disc_pretrained needs disc_weight > 0 (a discriminator to continue with)"
+        )
+    if (cfg.autoencoder.disc_warmup or cfg.autoencoder.disc_highpass) and cfg.autoencoder.disc_weight <= 0:
+        raise ConfigError(
+            f"{source}: autoencoder.disc_warmup and disc_highpass need disc_weight > 0 (a discriminator to train)"
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")

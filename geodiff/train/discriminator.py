@@ -25,12 +25,18 @@ class PatchDiscriminator(nn.Module):
         Width of the first layer; each further layer doubles it (capped at 8x).
     layers
         Number of stride-2 layers; 3 gives a 70 px receptive field, enough for 64-256 px training crops.
+    highpass
+        Also show the discriminator each image's high-pass (the image minus its 3x3 mean), so that it judges
+        pixel-level texture directly, which is where reconstructions fall short of real tiles.
     """
 
-    def __init__(self, in_channels: int = 3, channels: int = 64, layers: int = 3) -> None:
+    def __init__(
+        self, in_channels: int = 3, channels: int = 64, layers: int = 3, highpass: bool = False
+    ) -> None:
         super().__init__()
+        self.highpass = highpass
         mods: list[nn.Module] = [
-            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),
+            nn.Conv2d(in_channels * (2 if highpass else 1), channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2, True),
         ]
         c = channels
@@ -52,7 +58,15 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` images in ``[-1, 1]`` -> ``[B, 1, h, w]`` logits (real > 0)."""
+        if self.highpass:
+            # x4 brings the detail's spread near the image's, so the first layer's init sees both alike
+            images = torch.cat([images, 4.0 * high_pass(images)], dim=1)
         return self.net(images)
+
+
+def high_pass(images: torch.Tensor) -> torch.Tensor:
+    """Each image minus its 3x3 mean (reflect-padded): the pixel-level detail."""
+    return images - F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

@@ -289,7 +289,7 @@ def train_autoencoder(
     opt = torch.optim.AdamW(trainable, lr=sec.lr, weight_decay=0.0)
     disc = opt_d = None
     if sec.disc_weight > 0:
-        disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers).to(device).train()
+        disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers, sec.disc_highpass).to(device).train()
         # the GAN literature's betas: a short momentum keeps the two players from overshooting
         opt_d = torch.optim.AdamW(
             disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0
@@ -332,7 +332,8 @@ def train_autoencoder(
 
     while step < sec.steps:
         x = train_ds.sample(sec.batch_size, gen)["image"].to(device)
-        gan_on = disc is not None and step >= sec.disc_start
+        d_on = disc is not None and step >= sec.disc_start
+        gan_on = d_on and step >= sec.disc_start + sec.disc_warmup  # the decoder's adversarial term
         with _autocast(cfg, device):
             if is_vq:
                 enc = vae.encode(x).latents
@@ -363,7 +364,7 @@ def train_autoencoder(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        if gan_on:
+        if d_on:
             with _autocast(cfg, device):
                 d_loss = hinge_d_loss(disc(x), disc(y.detach()))  # type: ignore[misc]
             opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
@@ -384,7 +385,7 @@ def train_autoencoder(
                 mse=f"{mse.item():.5f}",
                 reg=f"{reg.item():.6f}",
                 g_loss=f"{g_loss.item():.4f}" if gan_on else "",
-                d_loss=f"{d_loss.item():.4f}" if gan_on else "",
+                d_loss=f"{d_loss.item():.4f}" if d_on else "",
                 d_weight=f"{d_weight.item():.4f}" if gan_on else "",
                 lr=sec.lr,
                 elapsed_s=round(prior + elapsed, 1),
