@@ -26,6 +26,14 @@ from geodiff.train.card import sample_grid, write_model_card
 from geodiff.train.dataset import TileDataset
 from geodiff.train.loops import _load_checkpoint, evaluate_autoencoder
 
+# metrics.json's names for the autoencoder figures (evaluate_autoencoder's keys); --card-only reads them back
+AE_METRIC_NAMES = {
+    "psnr_db": "autoencoder PSNR (val, dB)",
+    "ssim": "autoencoder SSIM (val)",
+    "sharpness": "autoencoder sharpness (val; 1.0 = as sharp as the real tiles)",
+    "tiles": "validation tiles",
+}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -52,7 +60,9 @@ def main() -> None:
     if args.card_only:
         if args.vae is not None or args.guidance_scale is not None:
             raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
-        write_card(args, GeodiffModel.from_pretrained(args.model), recorded_autoencoder_metrics(args.model))
+        val = TileDataset(args.data, "val", crop=None, augment=False)
+        model = GeodiffModel.from_pretrained(args.model)
+        write_card(args, model, recorded_autoencoder_metrics(args.model), val.manifest)
         return
     if args.vae is not None:
         from geodiff.model import load_autoencoder
@@ -94,11 +104,9 @@ def main() -> None:
 
     size = sum(p.stat().st_size for p in args.model.rglob("*") if p.is_file() and p.name != "samples.png")
     metrics = {
-        "autoencoder PSNR (val, dB)": ae["psnr_db"],
-        "autoencoder SSIM (val)": ae["ssim"],
-        "autoencoder sharpness (val; 1.0 = as sharp as the real tiles)": ae["sharpness"],
+        **{AE_METRIC_NAMES[k]: ae[k] for k in ("psnr_db", "ssim", "sharpness")},
         "default guidance scale": model.config.guidance_scale,
-        "validation tiles": ae["tiles"],
+        AE_METRIC_NAMES["tiles"]: ae["tiles"],
         f"CPU seconds per 256 px tile, 20 steps, {args.threads} threads"
         + (" (guided: two U-Net passes per step)" if model.config.guidance_scale > 1 else ""): round(
             min(times), 2
@@ -109,7 +117,7 @@ def main() -> None:
         + (f" --vae {args.vae}" if args.vae is not None else ""),
     }
     (args.model / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_card(args, model, ae)
+    write_card(args, model, ae, val.manifest)
     print(json.dumps(metrics, indent=2))
 
 
@@ -118,19 +126,13 @@ def recorded_autoencoder_metrics(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.exists():
         raise SystemExit(f"{path} does not exist: run without --card-only first, which measures the model")
-    m = json.loads(path.read_text())
-    return {
-        "psnr_db": m["autoencoder PSNR (val, dB)"],
-        "ssim": m["autoencoder SSIM (val)"],
-        "sharpness": m["autoencoder sharpness (val; 1.0 = as sharp as the real tiles)"],
-        "tiles": m["validation tiles"],
-    }
+    recorded = json.loads(path.read_text())
+    return {key: recorded[name] for key, name in AE_METRIC_NAMES.items()}
 
 
-def write_card(args: argparse.Namespace, model: GeodiffModel, ae: dict) -> None:
-    """README.md from the model, its dataset's manifest, the training run's record and ``ae``."""
-    val = TileDataset(args.data, "val", crop=None, augment=False)
-    info: dict = {"dataset": val.manifest}
+def write_card(args: argparse.Namespace, model: GeodiffModel, ae: dict, manifest: dict) -> None:
+    """README.md from the model, its dataset's ``manifest``, the training run's record and ``ae``."""
+    info: dict = {"dataset": manifest}
     ckpt_info = args.run_dir / "diffusion" / "time.json"
     if ckpt_info.exists():
         t = json.loads(ckpt_info.read_text())
