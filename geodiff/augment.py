@@ -245,6 +245,7 @@ def generate_dataset(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     client: Any = None,
+    threads_per_worker: int = 1,
 ) -> AugmentResult:
     """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
 
@@ -279,6 +280,8 @@ def generate_dataset(
     client
         A ``distributed.Client``: every sample is rendered as a task on that Dask cluster (the client reads the
         map and writes the files); see :func:`geodiff.distributed.dask_client`.
+    threads_per_worker
+        With ``client``: torch CPU threads in each worker's render task.
 
     Returns
     -------
@@ -373,7 +376,7 @@ def generate_dataset(
         if client is not None:  # each sample is a task on the Dask cluster; results come back in order
             from geodiff.distributed import render_tasks
 
-            rendered = render_tasks(client, jobs())
+            rendered = render_tasks(client, jobs(), threads_per_worker)
         else:
             rendered = (
                 (wi, s, plan, render(plan, model_obj, feats, settings)) for wi, s, plan, feats in jobs()

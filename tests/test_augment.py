@@ -175,7 +175,7 @@ def test_cli_augment_runs_with_saved_model(tmp_path: Path, model) -> None:
 
     model.save_pretrained(tmp_path / "m")
     code = main(["augment", "--area", TOWN_AREA, "--n-windows", "1", "--osm", str(TOWN), "--model",
-                 str(tmp_path / "m"), "--steps", "1", "--device", "cpu", "--format", "png", "--progress", "none",
-                 "--out", str(tmp_path / "aug")])  # fmt: skip
+                 str(tmp_path / "m"), "--steps", "1", "--device", "cpu", "--threads", "1", "--format", "png", "--progress",
+                 "none", "--out", str(tmp_path / "aug")])  # fmt: skip
     assert code == 0
     assert (tmp_path / "aug" / "masks").is_dir() and len(list((tmp_path / "aug" / "images").iterdir())) == 1

@@ -290,7 +290,7 @@ def test_cli_evaluate_runs_with_saved_model(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "ds", images, masks)
     args = ["evaluate", "--data", str(root), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
             "--steps", "1", "--limit", "2", "--segnet-steps", "2", "--seam-size", "0", "--device", "cpu",
-            "--progress", "none"]  # fmt: skip
+            "--threads", "1", "--progress", "none"]  # fmt: skip
     assert main(args) == 0
     assert json.loads((tmp_path / "r" / "report.json").read_text())["meta"]["n_eval_tiles"] == 2
     assert main(args) == 2  # the report exists: refused without --overwrite

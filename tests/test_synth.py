@@ -204,7 +204,15 @@ def test_cli_end_to_end_with_json_progress(tiny_model, tmp_path, capsys):
         "--progress",
         "json",
     ]
-    assert main(argv) == 0
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # --threads sets this process's torch threads (a shared machine, jobs side by side)
+        assert main([*argv, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     assert any(x.get("event") == "device" and x["device"] == "cpu" for x in lines)
     fractions = [x["progress"] for x in lines if "progress" in x]
@@ -213,6 +221,12 @@ def test_cli_end_to_end_with_json_progress(tiny_model, tmp_path, capsys):
     # refusing to overwrite, and saying how
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_cli_refuses_zero_threads(capsys, tmp_path):
+    assert main(["synth", "--sample", "--out", str(tmp_path / "x.tif"), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_cli_requires_bbox_or_sample(capsys, tmp_path):

@@ -16,6 +16,8 @@ from geodiff.cli.options import (
     progress_option,
     sampling_options,
     source_options,
+    threads_option,
+    use_threads,
 )
 
 
@@ -52,6 +54,7 @@ from geodiff.cli.options import (
 @model_option
 @sampling_options(seed_help="First seed (also picks the random windows).")
 @device_option
+@threads_option
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Dataset folder to create."
 )
@@ -82,6 +85,7 @@ def augment(
     sampler: str,
     guidance_scale: float | None,
     device: str,
+    threads: int | None,
     batch_size: int,
     out_dir: Path,
     workers: int | None,
@@ -113,7 +117,9 @@ def augment(
         if workers is not None or scheduler is not None:
             from geodiff.distributed import dask_client
 
-            client = stack.enter_context(dask_client(workers, scheduler))
+            client = stack.enter_context(dask_client(workers, scheduler, threads or 1))
+        else:
+            use_threads(threads)
         stack.callback(close_progress, progress)
         result = generate_dataset(
             out_dir,
@@ -137,5 +143,6 @@ def augment(
             overwrite=overwrite,
             progress=progress,
             client=client,
+            threads_per_worker=threads or 1,
         )
     click.echo(f"Wrote {result.n_samples} pairs to {result.out_dir} in {result.seconds:.0f} s", err=True)

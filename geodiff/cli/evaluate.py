@@ -14,6 +14,8 @@ from geodiff.cli.options import (
     model_option,
     overwrite_option,
     progress_option,
+    threads_option,
+    use_threads,
 )
 
 
@@ -56,6 +58,7 @@ from geodiff.cli.options import (
 )
 @guidance_option
 @device_option
+@threads_option
 @click.option(
     "--seam-size",
     type=int,
@@ -83,6 +86,7 @@ def evaluate(
     seed: int,
     guidance_scale: float | None,
     device: str,
+    threads: int | None,
     seam_size: int,
     inception_weights: Path | None,
     progress_mode: str,
@@ -109,6 +113,7 @@ def evaluate(
         )
     if not out_dir.parent.exists():
         raise InvalidParameterError(f"output folder {out_dir.parent} does not exist: create it first")
+    use_threads(threads)
     progress = make_progress(progress_mode, "evaluate")
     try:
         rep = evaluate_model(

@@ -97,6 +97,25 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
+def threads_option(f: F) -> F:
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="CPU threads for torch; with --workers/--scheduler, per worker process. "
+        "Default: torch's choice (all cores) here, 1 per worker.",
+    )(f)
+
+
+def use_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to this process (a shared machine, or several jobs side by side)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def guidance_option(f: F) -> F:
     return click.option(
         "--guidance-scale",

@@ -19,6 +19,8 @@ from geodiff.cli.options import (
     progress_option,
     sampling_options,
     source_options,
+    threads_option,
+    use_threads,
 )
 from geodiff.errors import InvalidParameterError
 
@@ -42,6 +44,7 @@ from geodiff.errors import InvalidParameterError
 @model_option
 @sampling_options()
 @device_option
+@threads_option
 @click.option(
     "--resolution",
     type=float,
@@ -91,6 +94,7 @@ def synth(
     guidance_scale: float | None,
     batch_size: int,
     device: str,
+    threads: int | None,
     resolution: float | None,
     no_blend: bool,
     cog: bool | None,
@@ -179,8 +183,11 @@ def synth(
         if distributed:
             from geodiff.distributed import synthesize_distributed
 
-            result = synthesize_distributed(plan, workers, scheduler, progress=progress, on_event=on_event)
+            result = synthesize_distributed(
+                plan, workers, scheduler, threads_per_worker=threads or 1, progress=progress, on_event=on_event
+            )
         else:
+            use_threads(threads)
             result = synthesize(plan, progress=progress, on_event=on_event)
     finally:
         close_progress(progress)
