@@ -132,6 +132,20 @@ def test_end_to_end_resume_and_cli(tmp_path: Path, dataset: Path) -> None:
     train_diffusion(cfg, resume=True)
     rows = list(csv.DictReader((tmp_path / "run" / "diffusion" / "log.csv").open()))
     assert [int(r["step"]) for r in rows][-2:] == [5, 6]
+    # each call's end point is kept as a model folder of its own; the resume did not replace step 4's
+    exports = tmp_path / "run" / "diffusion" / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == ["step-0000004", "step-0000006"]
+    at4 = GeodiffModel.from_pretrained(exports / "step-0000004")
+    at6 = GeodiffModel.from_pretrained(exports / "step-0000006")
+    final = GeodiffModel.from_pretrained(out)
+    for (name, b), c in zip(at6.unet.state_dict().items(), final.unet.state_dict().values(), strict=True):
+        assert torch.equal(b, c), name
+    assert any(
+        not torch.equal(a, b) for a, b in zip(at4.unet.parameters(), at6.unet.parameters(), strict=True)
+    )
+    ae_exports = tmp_path / "run" / "autoencoder" / "exports"
+    assert (ae_exports / "step-0000004" / "vae" / "config.json").exists()
+    assert (ae_exports / "step-0000004" / "metrics.json").exists()
     assert model.config.resolution_m == cfg.model.resolution_m
 
 

@@ -184,7 +184,12 @@ def synth(
             from geodiff.distributed import synthesize_distributed
 
             result = synthesize_distributed(
-                plan, workers, scheduler, threads_per_worker=threads or 1, progress=progress, on_event=on_event
+                plan,
+                workers,
+                scheduler,
+                threads_per_worker=threads or 1,
+                progress=progress,
+                on_event=on_event,
             )
         else:
             use_threads(threads)

@@ -4,7 +4,9 @@ Both are resumable (``checkpoint.pt`` in the run folder holds weights, optimizer
 loads with ``torch.load(weights_only=True)``, so a crafted file cannot run code), log one CSV row per
 ``log_every`` steps, honour a wall-clock budget (``max_minutes``) by saving and stopping, and use bf16 autocast on
 CUDA. Batches (tiles, crops, orientations, noise, timesteps) come from one seeded CPU generator whose state is
-checkpointed, so a resumed run continues exactly as an uninterrupted one would.
+checkpointed, so a resumed run continues exactly as an uninterrupted one would. What each call ends with is also
+kept as ``<part>/exports/step-NNNNNNN`` (part = ``autoencoder`` or ``diffusion``), since resuming rewrites
+the run's outputs and an earlier end point may be the better model.
 
 The recipe for little compute (all optional in the TOML config; the defaults reproduce the plain recipe):
 the autoencoder gets a PatchGAN hinge term with an adaptive weight (``autoencoder.disc_*``); the diffusion loss
@@ -21,6 +23,7 @@ import csv
 import json
 import math
 import pickle
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -211,6 +214,22 @@ def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
             f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
         )
     return out, ckpt_path
+
+
+def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
+    """Copy ``items`` (name -> file or folder) to ``<part>/exports/step-NNNNNNN``, published whole or not at all."""
+    dest = part / "exports" / f"step-{step:07d}"
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in items.items():
+        if src.is_dir():
+            shutil.copytree(src, tmp / name)
+        else:
+            shutil.copy2(src, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)  # the same step again: a rerun of a finished run, same weights
+    tmp.rename(dest)
+    return dest
 
 
 def _continue_discriminator(
@@ -412,6 +431,7 @@ def train_autoencoder(
     )
     vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True, max_shard_size="15MB")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    keep_snapshot(out, step, {"vae": out / "vae", "metrics.json": out / "metrics.json"})
     report(
         progress,
         1.0,
@@ -673,5 +693,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
             break
     checkpoint()
     export()
+    # a model folder of its own (loadable with --model), so a later resume does not replace this end point
+    keep_snapshot(out, step, {p.name: p for p in cfg.output_dir.iterdir()})
     report(progress, 1.0, f"model saved to {cfg.output_dir}")
     return cfg.output_dir
