@@ -134,16 +134,16 @@ def write_card(args: argparse.Namespace, model: GeodiffModel, ae: dict, manifest
     """README.md from the model, its dataset's ``manifest``, the training run's record and ``ae``."""
     info: dict = {"dataset": manifest}
     ckpt_info = args.run_dir / "diffusion" / "time.json"
-    if ckpt_info.exists():
-        t = json.loads(ckpt_info.read_text())
-        info.update(step=t["step"], train_seconds=t["seconds"])
-    info["autoencoder_metrics"] = ae  # measured above on the shipped weights
     ckpt = args.run_dir / "diffusion" / "checkpoint.pt"
-    if ckpt.exists():
-        state = _load_checkpoint(ckpt, torch.device("cpu"))
-        info["config"] = state["config"]
-        # a run that trained on from another model (and autoencoder) says so in the card
-        info.update(pretrained=state.get("pretrained", ""), autoencoder=state.get("autoencoder", ""))
+    if not (ckpt_info.exists() and ckpt.exists()):  # the card's training rows and config come from there
+        raise SystemExit(f"{ckpt_info} or {ckpt} is missing: pass the model's training run as --run-dir")
+    t = json.loads(ckpt_info.read_text())
+    info.update(step=t["step"], train_seconds=t["seconds"])
+    info["autoencoder_metrics"] = ae  # measured above on the shipped weights
+    state = _load_checkpoint(ckpt, torch.device("cpu"))
+    info["config"] = state["config"]
+    # a run that trained on from another model (and autoencoder) says so in the card
+    info.update(pretrained=state.get("pretrained", ""), autoencoder=state.get("autoencoder", ""))
     write_model_card(args.model, model, info)
 
 

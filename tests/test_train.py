@@ -248,8 +248,16 @@ def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Pa
         "command": "python scripts/finalize_model.py ...",
     }
     (folder / "metrics.json").write_text(json.dumps(recorded))
+    no_run = subprocess.run(cmd, capture_output=True, text=True)  # the card's training rows come from the run
+    assert no_run.returncode != 0 and "--run-dir" in no_run.stderr
+    assert not (folder / "README.md").exists()
+    run = tmp_path / "no-run" / "diffusion"
+    run.mkdir(parents=True)
+    (run / "time.json").write_text(json.dumps({"seconds": 5400.0, "step": 777}))
+    torch.save({"config": load_config(write_config(tmp_path, dataset)).to_dict()}, run / "checkpoint.pt")
     subprocess.run(cmd, check=True, capture_output=True)
     card = (folder / "README.md").read_text()
+    assert "777 diffusion steps, 90 min" in card
     assert "Edited after the measurement." in card
     assert "21.5 dB / 0.61 / 0.42 on 3 held-out tiles" in card
     assert json.loads((folder / "metrics.json").read_text()) == recorded  # nothing measured again
