@@ -57,12 +57,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    run = training_record(args.run_dir)  # before anything is changed: the card cannot be written without it
     if args.card_only:
         if args.vae is not None or args.guidance_scale is not None:
             raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
         val = TileDataset(args.data, "val", crop=None, augment=False)
         model = GeodiffModel.from_pretrained(args.model)
-        write_card(args, model, recorded_autoencoder_metrics(args.model), val.manifest)
+        write_card(args.model, model, run, recorded_autoencoder_metrics(args.model), val.manifest)
         return
     if args.vae is not None:
         from geodiff.model import load_autoencoder
@@ -117,7 +118,7 @@ def main() -> None:
         + (f" --vae {args.vae}" if args.vae is not None else ""),
     }
     (args.model / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_card(args, model, ae, val.manifest)
+    write_card(args.model, model, run, ae, val.manifest)
     print(json.dumps(metrics, indent=2))
 
 
@@ -130,21 +131,28 @@ def recorded_autoencoder_metrics(folder: Path) -> dict:
     return {key: recorded[name] for key, name in AE_METRIC_NAMES.items()}
 
 
-def write_card(args: argparse.Namespace, model: GeodiffModel, ae: dict, manifest: dict) -> None:
-    """README.md from the model, its dataset's ``manifest``, the training run's record and ``ae``."""
-    info: dict = {"dataset": manifest}
-    ckpt_info = args.run_dir / "diffusion" / "time.json"
-    ckpt = args.run_dir / "diffusion" / "checkpoint.pt"
-    if not (ckpt_info.exists() and ckpt.exists()):  # the card's training rows and config come from there
-        raise SystemExit(f"{ckpt_info} or {ckpt} is missing: pass the model's training run as --run-dir")
-    t = json.loads(ckpt_info.read_text())
-    info.update(step=t["step"], train_seconds=t["seconds"])
-    info["autoencoder_metrics"] = ae  # measured above on the shipped weights
+def training_record(run_dir: Path) -> dict:
+    """Steps, time, config and starting points of the training run, from its time.json and checkpoint."""
+    times = run_dir / "diffusion" / "time.json"
+    ckpt = run_dir / "diffusion" / "checkpoint.pt"
+    if not (times.exists() and ckpt.exists()):  # the card's training rows and config come from there
+        raise SystemExit(f"{times} or {ckpt} is missing: pass the model's training run as --run-dir")
+    t = json.loads(times.read_text())
     state = _load_checkpoint(ckpt, torch.device("cpu"))
-    info["config"] = state["config"]
     # a run that trained on from another model (and autoencoder) says so in the card
-    info.update(pretrained=state.get("pretrained", ""), autoencoder=state.get("autoencoder", ""))
-    write_model_card(args.model, model, info)
+    return {
+        "step": t["step"],
+        "train_seconds": t["seconds"],
+        "config": state["config"],
+        "pretrained": state.get("pretrained", ""),
+        "autoencoder": state.get("autoencoder", ""),
+    }
+
+
+def write_card(folder: Path, model: GeodiffModel, run: dict, ae: dict, manifest: dict) -> None:
+    """README.md from the model, the training ``run``'s record, the autoencoder figures ``ae`` and the dataset's
+    ``manifest``."""
+    write_model_card(folder, model, {"dataset": manifest, **run, "autoencoder_metrics": ae})
 
 
 if __name__ == "__main__":
