@@ -57,13 +57,14 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.card_only and (args.vae is not None or args.guidance_scale is not None):
+        raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
+    recorded = recorded_autoencoder_metrics(args.model) if args.card_only else None
     run = training_record(args.run_dir)  # before anything is changed: the card cannot be written without it
-    if args.card_only:
-        if args.vae is not None or args.guidance_scale is not None:
-            raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
+    if recorded is not None:
         val = TileDataset(args.data, "val", crop=None, augment=False)
         model = GeodiffModel.from_pretrained(args.model)
-        write_card(args.model, model, run, recorded_autoencoder_metrics(args.model), val.manifest)
+        write_card(args.model, model, run, recorded, val.manifest)
         return
     if args.vae is not None:
         from geodiff.model import load_autoencoder
