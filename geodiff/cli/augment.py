@@ -18,6 +18,7 @@ from geodiff.cli.options import (
     source_options,
     threads_option,
     use_threads,
+    worker_threads,
 )
 
 
@@ -117,7 +118,7 @@ def augment(
         if workers is not None or scheduler is not None:
             from geodiff.distributed import dask_client
 
-            client = stack.enter_context(dask_client(workers, scheduler, threads or 1))
+            client = stack.enter_context(dask_client(workers, scheduler, worker_threads(threads)))
         else:
             use_threads(threads)
         stack.callback(close_progress, progress)
@@ -143,6 +144,6 @@ def augment(
             overwrite=overwrite,
             progress=progress,
             client=client,
-            threads_per_worker=threads or 1,
+            threads_per_worker=worker_threads(threads),
         )
     click.echo(f"Wrote {result.n_samples} pairs to {result.out_dir} in {result.seconds:.0f} s", err=True)

@@ -97,6 +97,9 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
+WORKER_THREADS = 1  # torch threads per Dask worker process when --threads is not given
+
+
 def threads_option(f: F) -> F:
     return click.option(
         "--threads",
@@ -104,8 +107,14 @@ def threads_option(f: F) -> F:
         default=None,
         metavar="N",
         help="CPU threads for torch; with --workers/--scheduler, per worker process. "
-        "Default: torch's choice (all cores) here, 1 per worker.",
+        f"Default: torch's choice (all cores) here, {WORKER_THREADS} per worker.",
     )(f)
+
+
+def worker_threads(threads: int | None) -> int:
+    """``--threads`` for each worker process of --workers/--scheduler (default ``WORKER_THREADS``: several
+    workers share the machine's cores)."""
+    return threads or WORKER_THREADS
 
 
 def use_threads(threads: int | None) -> None:

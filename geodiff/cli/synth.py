@@ -21,6 +21,7 @@ from geodiff.cli.options import (
     source_options,
     threads_option,
     use_threads,
+    worker_threads,
 )
 from geodiff.errors import InvalidParameterError
 
@@ -187,7 +188,7 @@ def synth(
                 plan,
                 workers,
                 scheduler,
-                threads_per_worker=threads or 1,
+                threads_per_worker=worker_threads(threads),
                 progress=progress,
                 on_event=on_event,
             )
