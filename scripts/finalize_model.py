@@ -2,11 +2,12 @@
 256 px tile at 20 DPM-Solver++ steps (with the model's guidance), and a map / real / synthetic grid.
 
     python scripts/finalize_model.py geodiff/data/models/geodiff-default runs/data/dubai \
-        [--guidance-scale S] [--threads 2] [--tiles 4] [--run-dir runs/cpu_default]
+        [--guidance-scale S] [--threads 2] [--tiles 4] [--run-dir runs/cpu_default_detail_diffusion]
 
 ``--guidance-scale`` first sets the model's default classifier-free guidance (config.json), chosen from
 ``geodiff evaluate --guidance-scale`` runs. ``--card-only`` rewrites README.md from the metrics already recorded,
-after card_notes.md was edited.
+after card_notes.md was edited. The card's training rows come from ``--run-dir`` (the diffusion run that made the
+model) or, without it, from the model's own ``training.json`` (written with every card).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image
 
 from geodiff.model import GeodiffModel
 from geodiff.pipeline import GeodiffPipeline
-from geodiff.train.card import sample_grid, write_model_card
+from geodiff.train.card import TRAINING_FILE, read_training_record, sample_grid, write_model_card
 from geodiff.train.dataset import TileDataset
 from geodiff.train.loops import _load_checkpoint, evaluate_autoencoder
 
@@ -42,7 +43,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiles", type=int, default=4)
     ap.add_argument("--eval-tiles", type=int, default=145)
-    ap.add_argument("--run-dir", type=Path, default=Path("runs/cpu_default"))
+    ap.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="the model's diffusion training run (default: the record in the model's training.json)",
+    )
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument(
         "--card-only",
@@ -60,7 +66,7 @@ def main() -> None:
     if args.card_only and (args.vae is not None or args.guidance_scale is not None):
         raise SystemExit("--card-only changes nothing in the model: drop --vae and --guidance-scale")
     recorded = recorded_autoencoder_metrics(args.model) if args.card_only else None
-    run = training_record(args.run_dir)  # before anything is changed: the card cannot be written without it
+    run = training_record(args.model, args.run_dir)  # before anything changes: no card without it
     if recorded is not None:
         val = TileDataset(args.data, "val", crop=None, augment=False)
         model = GeodiffModel.from_pretrained(args.model)
@@ -132,8 +138,16 @@ def recorded_autoencoder_metrics(folder: Path) -> dict:
     return {key: recorded[name] for key, name in AE_METRIC_NAMES.items()}
 
 
-def training_record(run_dir: Path) -> dict:
-    """Steps, time, config and starting points of the training run, from its time.json and checkpoint."""
+def training_record(model: Path, run_dir: Path | None) -> dict:
+    """Steps, time, config and starting points of the training run: from the run's time.json and checkpoint, or
+    without ``run_dir`` from the model's training.json."""
+    if run_dir is None:
+        recorded = read_training_record(model)
+        if not recorded or "step" not in recorded:
+            raise SystemExit(
+                f"{model / TRAINING_FILE} is missing: pass the model's diffusion training run as --run-dir"
+            )
+        return recorded
     times = run_dir / "diffusion" / "time.json"
     ckpt = run_dir / "diffusion" / "checkpoint.pt"
     if not (times.exists() and ckpt.exists()):  # the card's training rows and config come from there

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,8 @@ def test_end_to_end_resume_and_cli(tmp_path: Path, dataset: Path) -> None:
     out = train_diffusion(cfg)
     model = GeodiffModel.from_pretrained(out)
     assert (out / "README.md").exists() and "CC0" in (out / "README.md").read_text()
+    record = json.loads((out / "training.json").read_text())  # the card's source, kept with the model
+    assert record["step"] == 4 and record["config"] == cfg.to_dict()
     rows = list(csv.DictReader((tmp_path / "run" / "diffusion" / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     # resume continues from the checkpoint up to the new step count
@@ -250,6 +253,8 @@ def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Pa
     (folder / "metrics.json").write_text(json.dumps(recorded))
     no_run = subprocess.run(cmd, capture_output=True, text=True)  # the card's training rows come from the run
     assert no_run.returncode != 0 and "--run-dir" in no_run.stderr
+    no_record = subprocess.run(cmd[:-2], capture_output=True, text=True)  # ... or the model's own record
+    assert no_record.returncode != 0 and "training.json is missing" in no_record.stderr
     assert not (folder / "README.md").exists()
     run = tmp_path / "no-run" / "diffusion"
     run.mkdir(parents=True)
@@ -261,3 +266,9 @@ def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Pa
     assert "Edited after the measurement." in card
     assert "21.5 dB / 0.61 / 0.42 on 3 held-out tiles" in card
     assert json.loads((folder / "metrics.json").read_text()) == recorded  # nothing measured again
+    # the record travels with the model: once the run's folder is gone, the card is rewritten from it
+    assert json.loads((folder / "training.json").read_text())["step"] == 777
+    shutil.rmtree(tmp_path / "no-run")
+    (folder / "README.md").unlink()
+    subprocess.run(cmd[:-2], check=True, capture_output=True)
+    assert (folder / "README.md").read_text() == card

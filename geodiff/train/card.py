@@ -14,6 +14,11 @@ NOTES_FILE = "card_notes.md"
 """Hand-written sections (resolution measurement, timings, limitations) kept in the model folder and
 included verbatim in every regenerated card."""
 
+TRAINING_FILE = "training.json"
+"""How the model was trained (steps, seconds, config, starting points), written with every card so the card can be
+regenerated from the model folder alone after the training run's folder is gone."""
+TRAINING_KEYS = ("step", "train_seconds", "config", "pretrained", "autoencoder", "note")
+
 
 def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
@@ -27,9 +32,19 @@ def _describe_source(src: dict[str, Any]) -> str:
     return str(src)
 
 
+def read_training_record(folder: Path) -> dict[str, Any] | None:
+    """The training record written with the model's card (``None`` for a folder made before it was kept)."""
+    path = Path(folder) / TRAINING_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
-    """Write ``folder/README.md`` from the model config, the dataset manifest and the recorded metrics."""
+    """Write ``folder/README.md`` from the model config, the dataset manifest and the recorded metrics, and
+    ``folder/training.json`` from the training record in ``info`` (``TRAINING_KEYS``)."""
     folder = Path(folder)
+    if "step" in info:  # a training run's record (a card written without one leaves the old record as it is)
+        record = {k: info[k] for k in TRAINING_KEYS if k in info}
+        (folder / TRAINING_FILE).write_text(json.dumps(record, indent=1) + "\n")
     cfg = model.config
     ds = info.get("dataset", {})
     ae = info.get("autoencoder_metrics", {})
