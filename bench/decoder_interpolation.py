@@ -1,0 +1,105 @@
+"""Decoders between two fine-tunes of one autoencoder: PSNR and sharpness along the line between their weights.
+
+A decoder-only adversarial fine-tune trades reconstruction PSNR for sharpness; ``geodiff.model.mix`` mixes the
+weights of the decoder before (A) and after (B) it, ``(1 - alpha) * A + alpha * B``, a decoder for the same
+latents without training. This measures the validation tiles' PSNR, SSIM and sharpness at each alpha, the way
+the training run and the model card do:
+
+    python bench/decoder_interpolation.py --data runs/data/dubai \
+        --a runs/v3_stage1/vae --b geodiff/data/models/geodiff-default/vae \
+        --alphas 0,0.25,0.5,0.75,1 [--save 0.75=runs/vae_mix075] [--threads 2]
+
+Writes bench/results/decoder_interpolation.json and .md (or ``--out BASE``); ``--save ALPHA=DIR`` also writes
+that alpha's autoencoder as a diffusers folder (for ``finalize_model.py --vae``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from geodiff.model import load_autoencoder
+from geodiff.model.mix import mix_decoders
+from geodiff.train.dataset import TileDataset
+from geodiff.train.loops import evaluate_autoencoder
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_saves(specs: list[str]) -> dict[float, Path]:
+    saves = {}
+    for spec in specs:
+        alpha, _, folder = spec.partition("=")
+        if not folder:
+            raise SystemExit(f"--save {spec!r}: give ALPHA=DIR")
+        if Path(folder).exists():
+            raise SystemExit(f"--save {spec!r}: {folder} exists; name a new folder")
+        saves[float(alpha)] = Path(folder)
+    return saves
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--data", type=Path, required=True, help="a `geodiff dataset` folder (its validation split)"
+    )
+    ap.add_argument("--a", type=Path, required=True, help="the autoencoder before the decoder fine-tune")
+    ap.add_argument("--b", type=Path, required=True, help="the autoencoder after it (same encoder)")
+    ap.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma-separated weights of --b")
+    ap.add_argument("--save", action="append", default=[], metavar="ALPHA=DIR")
+    ap.add_argument("--tiles", type=int, default=145, help="validation tiles (the training runs use 145)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "decoder_interpolation")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    alphas = [float(a) for a in args.alphas.split(",")]
+    saves = parse_saves(args.save)
+    if missing := sorted(set(saves) - set(alphas)):
+        raise SystemExit(f"--save names alphas not in --alphas: {missing}")
+    val = TileDataset(args.data, "val", crop=None, augment=False)
+    vae_a = load_autoencoder(args.a, dtype=torch.float32).eval()
+    vae_b = load_autoencoder(args.b, dtype=torch.float32).eval()
+    rows = []
+    for alpha in alphas:
+        vae = mix_decoders(vae_a, vae_b, alpha)
+        m = evaluate_autoencoder(vae, val, torch.device("cpu"), args.tiles)
+        rows.append({"alpha": alpha, **m})
+        print(json.dumps(rows[-1]), flush=True)
+        if alpha in saves:
+            vae.save_pretrained(saves[alpha], safe_serialization=True, max_shard_size="15MB")
+    rows.sort(key=lambda r: r["alpha"])
+    result = {
+        "benchmark": "decoder_interpolation",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "host": {"platform": platform.platform(), "device": "cpu", "threads": args.threads},
+        "data": str(args.data),
+        "a": str(args.a),
+        "b": str(args.b),
+        "rows": rows,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Decoder weights mixed between two fine-tunes ({result['date']})",
+        "",
+        f"- command: `{result['command']}`",
+        f"- A = `{args.a}`, B = `{args.b}`; decoder = (1 - alpha) A + alpha B, encoder shared",
+        f"- {rows[0]['tiles']} validation tiles of `{args.data}`; CPU, {args.threads} threads",
+        "",
+        "| alpha | PSNR (dB) | SSIM | sharpness |",
+        "|---|---|---|---|",
+        *(f"| {r['alpha']} | {r['psnr_db']} | {r['ssim']} | {r['sharpness']} |" for r in rows),
+        "",
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
