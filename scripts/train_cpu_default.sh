@@ -4,7 +4,8 @@
 # v2's stages: autoencoder (50 min), diffusion (170 min), decoder-only fine-tune (45 min; it may run beside the
 # diffusion stage with one thread, which is how v2 was trained), then the decoder is swapped into the export
 # (runs/cpu_default/model). v3's stages on top: four detail latent channels for the autoencoder (40 min), then
-# v2's U-Net trained on to denoise all eight (130 min), a texture decoder (30 min) -> runs/cpu_default_detail_diffusion/model.
+# v2's U-Net trained on to denoise all eight (130 min), a texture decoder (30 min) mixed with stage 1's decoder
+# -> runs/cpu_default_detail_diffusion/model.
 # The guidance scale is chosen afterwards from `geodiff evaluate --guidance-scale` runs (see the model card).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,13 @@ if [ -n "$DETAIL" ]; then
     geodiff train diffusion --config configs/cpu_default_detail_diffusion.toml --resume --progress none
     [ -f runs/cpu_default_detail_texture/autoencoder/vae/config.json ] || \
         geodiff train autoencoder --config configs/cpu_default_detail_texture.toml --resume --progress none
+    # the shipped decoder: stage 1's and the texture decoder's weights mixed 1:4 (bench/results/decoder_interpolation.md)
+    if [ ! -f runs/cpu_default_detail_mix/vae/config.json ]; then
+        mkdir -p runs/cpu_default_detail_mix
+        python bench/decoder_interpolation.py --data runs/data/dubai --a runs/cpu_default_detail/autoencoder/vae \
+            --b runs/cpu_default_detail_texture/autoencoder/vae --alphas 0,0.8,1 \
+            --save 0.8=runs/cpu_default_detail_mix/vae --out runs/cpu_default_detail_mix/interpolation
+    fi
     python scripts/finalize_model.py runs/cpu_default_detail_diffusion/model runs/data/dubai \
-        --run-dir runs/cpu_default_detail_diffusion --guidance-scale 2 \
-        --vae runs/cpu_default_detail_texture/autoencoder/vae
+        --run-dir runs/cpu_default_detail_diffusion --guidance-scale 2 --vae runs/cpu_default_detail_mix/vae
 fi
