@@ -6,7 +6,7 @@ latents without training. This measures the validation tiles' PSNR, SSIM and sha
 the training run and the model card do:
 
     python bench/decoder_interpolation.py --data runs/data/dubai \
-        --a runs/v3_stage1/vae --b geodiff/data/models/geodiff-default/vae \
+        --a runs/v3_stage1/vae --b runs/v3_texture/vae \
         --alphas 0,0.25,0.5,0.75,1 [--save 0.75=runs/vae_mix075] [--threads 2]
 
 Writes bench/results/decoder_interpolation.json and .md (or ``--out BASE``); ``--save ALPHA=DIR`` also writes

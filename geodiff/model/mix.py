@@ -3,8 +3,9 @@
 An adversarial decoder fine-tune trades reconstruction PSNR for sharpness. When the fine-tune started from the
 other decoder and kept the encoder (so the latent space, and the diffusion model trained on it, are unchanged),
 the weights ``(1 - alpha) * A + alpha * B`` decode the same latents, as weight-space ensembles of fine-tunes do
-for classifiers (Wortsman et al., 2022, WiSE-FT). Along alpha PSNR and sharpness move together far better than a
-straight line between the two end points (``bench/results/decoder_interpolation.md``).
+for classifiers (Wortsman et al., 2022, WiSE-FT). Along alpha, PSNR and sharpness lie above the straight line
+between the two end points for small alpha and on it from about 0.75 (``bench/results/decoder_interpolation.md``);
+which alpha makes the best synthetic images is for ``geodiff evaluate`` to say.
 """
 
 from __future__ import annotations
