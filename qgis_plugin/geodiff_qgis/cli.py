@@ -22,6 +22,8 @@ MAX_WINDOWS_SETTING = "GEODIFF_MAX_WINDOWS"
 DEFAULT_MAX_WINDOWS = 2000  # ~3 h of CPU time at the measured ~5 s per window; minutes on a GPU
 DEFAULT_MODEL = "geodiff-default"
 _MODELS_CACHE = {}
+_VERSION_CACHE = {}
+ETA_MIN_S = 30  # shorter times left are not worth a log line
 TERMINATE_GRACE_S = 5.0  # seconds between terminate() and kill() on cancel
 EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
 BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
@@ -87,11 +89,58 @@ def installed_models(executable):
     return list(_MODELS_CACHE[executable])
 
 
+def geodiff_version(executable):
+    """``geodiff --version``'s number (asked once per session and executable), or '?'."""
+    if executable not in _VERSION_CACHE:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        try:
+            done = subprocess.run(
+                [executable, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=60, env=env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )  # fmt: skip
+            words = done.stdout.split()
+            _VERSION_CACHE[executable] = words[-1] if done.returncode == 0 and words else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            _VERSION_CACHE[executable] = "?"
+    return _VERSION_CACHE[executable]
+
+
+def plugin_version():
+    """The plugin's version, from its metadata.txt."""
+    import configparser
+
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(Path(__file__).with_name("metadata.txt"), encoding="utf-8")
+    return metadata.get("general", "version", fallback="?")
+
+
 def _pump(stream, lines):
     """Reader thread: a blocking readline must not stop the main loop from noticing a cancel."""
     for line in iter(stream.readline, ""):
         lines.put(line)
     lines.put(None)
+
+
+def _die_with_parent():
+    """Child side, Linux: SIGTERM this process when the thread that started it dies, so geodiff never outlives
+    QGIS (killed, crashed or closed while a run is going). The algorithm's thread waits for geodiff, so the signal
+    only comes when QGIS itself goes away."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(
+            1, 15
+        )  # PR_SET_PDEATHSIG, SIGTERM: geodiff unwinds it like Ctrl-C (temporary files removed)
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_options():
+    """Popen options that tie geodiff's life to QGIS's and open no console window."""
+    if sys.platform.startswith("linux"):
+        return {"preexec_fn": _die_with_parent}
+    return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
 
 
 def _stop(process):
@@ -108,11 +157,13 @@ def _stop(process):
 class OutputHandler:
     """Turns CLI output lines into feedback calls and remembers error messages."""
 
-    def __init__(self, feedback):
+    def __init__(self, feedback, on_plan=None):
         self.feedback = feedback
+        self.on_plan = on_plan  # called with geodiff's plan event (what the run costs); may raise to stop it
         self.errors = []  # messages of "Error: ..." lines
         self.tail = []  # last plain lines, reported when a failure printed no "Error:" line
         self._last_stage = None
+        self._last_tenth = None
 
     def line(self, line):
         line = line.strip()
@@ -140,15 +191,33 @@ class OutputHandler:
             # The dialog logs every progress text: set it once per stage ("denoising step 5/20" and "6/20" are
             # one stage), so each stage is one log line and the bar shows the rest.
             stage = "".join(c for c in text if not c.isdigit())
-            if text and stage != self._last_stage:
-                fb.setProgressText(text)
+            eta = msg.get("eta_s")
+            # The time left, when it is worth saying: at each new stage and every 10% between.
+            tenth = int(10 * float(msg["progress"]))
+            new_tenth = tenth != self._last_tenth and eta is not None and eta >= ETA_MIN_S
+            if text and (stage != self._last_stage or new_tenth):
+                fb.setProgressText(
+                    text + (f" ({describe_eta(eta)})" if eta is not None and eta >= ETA_MIN_S else "")
+                )
                 self._last_stage = stage
+                self._last_tenth = tenth
         elif msg.get("event") == "device":
             fb.pushInfo(f"geodiff runs on device: {msg.get('device')} (dtype {msg.get('dtype', '?')})")
         elif msg.get("event") == "plan":
             fb.pushInfo(describe_plan(msg))
+            if self.on_plan is not None:
+                self.on_plan(msg)
         else:
             fb.pushInfo(", ".join(f"{k}: {v}" for k, v in msg.items()))
+
+
+def describe_eta(seconds):
+    """'about 40 s left', 'about 12 min left', 'about 2.5 h left'."""
+    if seconds < 120:
+        return f"about {seconds:.0f} s left"
+    if seconds < 2 * 3600:
+        return f"about {seconds / 60:.0f} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 def describe_plan(plan):
@@ -192,18 +261,18 @@ def run_json(executable, args, timeout_s=300):
     raise QgsProcessingException(f"geodiff printed no JSON: {done.stdout[-300:]}")
 
 
-def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
+def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=None):
     """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel.
 
     ``translate`` rewrites geodiff's error text (e.g. CLI option names into the dialog's parameter names).
-    On cancel geodiff gets SIGTERM, which it handles like Ctrl-C: its temporary files are removed.
+    ``on_plan(plan)`` sees geodiff's cost estimate (its first event) and may raise to stop the run there.
+    On cancel geodiff gets SIGTERM at once, which it handles like Ctrl-C: its temporary files are removed.
     """
     command = [executable, *map(str, args)]
     feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # line-by-line progress through the pipe
     env.pop("PYTHONPATH", None)  # QGIS's own Python paths must not leak into geodiff's Python
     env.pop("PYTHONHOME", None)
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window popping up on Windows
     try:
         process = subprocess.Popen(
             command,
@@ -214,7 +283,7 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
             encoding="utf-8",
             errors="replace",
             env=env,
-            creationflags=flags,
+            **_child_options(),
         )
     except OSError as exc:
         raise QgsProcessingException(f"Could not start {executable}: {exc}\n{INSTALL_HINT}") from exc
@@ -222,7 +291,7 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
     lines = queue.Queue()
     reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
     reader.start()
-    output = OutputHandler(feedback)
+    output = OutputHandler(feedback, on_plan)
     try:
         while True:
             if feedback.isCanceled():
