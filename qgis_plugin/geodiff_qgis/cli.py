@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -121,25 +122,28 @@ def _pump(stream, lines):
     lines.put(None)
 
 
-def _die_with_parent():
-    """Child side, Linux: SIGTERM this process when the thread that started it dies, so geodiff never outlives
-    QGIS (killed, crashed or closed while a run is going). The algorithm's thread waits for geodiff, so the signal
-    only comes when QGIS itself goes away."""
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook():
+    """Linux: a ``preexec_fn`` that has the kernel send geodiff SIGTERM when the thread that started it dies, so
+    geodiff never outlives QGIS (killed, crashed or closed during a run); geodiff unwinds SIGTERM like Ctrl-C,
+    removing its temporary files. The algorithm's thread waits for geodiff, so this only fires when QGIS goes.
+    None where it is not available. libc is looked up here, before the fork: the child only makes the call."""
     import ctypes
 
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(
-            1, 15
-        )  # PR_SET_PDEATHSIG, SIGTERM: geodiff unwinds it like Ctrl-C (temporary files removed)
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child_options():
     """Popen options that tie geodiff's life to QGIS's and open no console window."""
     if sys.platform.startswith("linux"):
-        return {"preexec_fn": _die_with_parent}
+        hook = _die_with_parent_hook()
+        return {"preexec_fn": hook} if hook else {}
     return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
 
 

@@ -369,7 +369,7 @@ def test_cost_is_logged_once_from_one_geodiff_run_and_large_runs_are_refused(
     finally:
         ProcessingConfig.setSettingValue(MAX_WINDOWS_SETTING, 2000)
     assert "5000 windows" in text and "Providers > geodiff" in text
-    assert text.count("5000 windows of the model") == 1
+    assert text.count("5000 windows of the model, 20 steps") == 1  # the cost line, once
     assert not (tmp_path / "a.tif").exists()  # stopped at its plan, before writing
 
 

@@ -105,8 +105,11 @@ def running(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_geodiff_dies_with_qgis(qgis_env, fake_exe, tmp_path):
-    """QGIS killed (SIGTERM) during a run: geodiff must stop too, not run on for minutes."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_geodiff_dies_with_qgis(qgis_env, fake_exe, tmp_path, how):
+    """QGIS terminated, killed or crashed during a run: geodiff must stop too, not run on for minutes. (qgis_process
+    turns SIGTERM into a cancel; SIGKILL, like a crash, leaves nothing to clean up but the kernel's parent-death
+    signal.)"""
     import signal
     import time
 
@@ -127,7 +130,7 @@ def test_geodiff_dies_with_qgis(qgis_env, fake_exe, tmp_path):
         assert pid_file.exists(), "geodiff did not start"
         time.sleep(0.3)  # the pid is written before the fake sleeps
         child = int(pid_file.read_text())
-        qgis.send_signal(signal.SIGTERM)
+        qgis.send_signal(getattr(signal, how))
         qgis.wait(timeout=30)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -135,7 +138,7 @@ def test_geodiff_dies_with_qgis(qgis_env, fake_exe, tmp_path):
                 return
             time.sleep(0.1)
         os.kill(child, signal.SIGKILL)
-        raise AssertionError("geodiff still running 5 s after QGIS was terminated")
+        raise AssertionError(f"geodiff still running 5 s after QGIS got {how}")
     finally:
         if qgis.poll() is None:
             qgis.kill()
