@@ -120,19 +120,24 @@ def test_web_mercator_extent_gives_the_grid_of_the_same_area_in_lonlat(real_cli,
 
 @pytest.mark.parametrize("real_cli", ["rasterize"], indirect=True)
 def test_semantic_map_opens_with_five_named_classes(real_cli, sample_osm, tmp_path):
+    """As the dialog opens it: Processing loads the output itself (not Add Raster Layer), then post-processes it."""
     import processing
-    from qgis.core import QgsRasterLayer
+    from qgis.core import QgsProcessingFeedback, QgsProject
 
     out = tmp_path / "map.tif"
-    processing.run("geodiff:rasterize", {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm),
-                                         "OUTPUT": str(out)})  # fmt: skip
-    layer = QgsRasterLayer(str(out), "map")  # as QGIS opens any file: the .qml beside it is its default style
-    layer.loadDefaultStyle()
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    processing.runAndLoadResults(
+        "geodiff:rasterize",
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "OUTPUT": str(out)},
+        feedback=QgsProcessingFeedback(),
+    )
+    (layer,) = project.mapLayers().values()
+    assert layer.source() == str(out) and layer.name().startswith("Semantic map · ")
     renderer = layer.renderer()
     assert renderer.type() == "paletted"
     assert [c.label for c in renderer.classes()] == ["background", "building", "road", "water", "vegetation"]
-    rgb_style = (tmp_path / "map.qml").read_text()
-    assert "paletteEntry" in rgb_style
+    project.removeAllMapLayers()
 
 
 @pytest.mark.parametrize("real_cli", ["synth"], indirect=True)
