@@ -227,8 +227,8 @@ def test_vector_layer_is_exported_to_geopackage(fake_geodiff, tmp_path):
     [
         ({"EXTENT": "24.9,24.9,60.1,60.1 [EPSG:4326]"}, "area is empty"),
         ({"EXTENT": "24.9,24.91,60.15,60.16"}, "has no CRS"),  # no project CRS to fall back on here
-        ({"RESOLUTION": 0}, "greater than 0"),
-        ({"RESOLUTION": -2}, "greater than 0"),
+        ({"RESOLUTION": 0}, "RESOLUTION"),  # below the parameter's minimum: Processing refuses it
+        ({"RESOLUTION": -2}, "RESOLUTION"),
         ({"FILE": "BOTH"}, "not both"),
         ({"FILE": "/nonexistent/town.osm"}, "not found"),
         ({"VECTOR": "LAYER", "CLASS_FIELD": "class"}, "no attribute 'class'"),
@@ -488,9 +488,13 @@ def test_model_parameter_lists_installed_models(fake_geodiff, tmp_path):
     assert alg.parameterDefinition("MODEL").options() == ["geodiff-default", "my-region"]
     import processing
 
-    processing.run(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": 1,
+    assert alg.parameterDefinition("MODEL").defaultValue() == "geodiff-default"
+    processing.run(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": "my-region",
                          "OUTPUT": str(tmp_path / "a.tif")})  # fmt: skip
-    assert arg_value(cli_args(fake_geodiff), "--model") == "my-region"
+    assert arg_value(cli_args(fake_geodiff), "--model") == "my-region"  # by name: no index that shifts
+    text = run_error(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": "removed-model",
+                           "OUTPUT": str(tmp_path / "b.tif")})  # fmt: skip
+    assert "MODEL" in text
 
 
 def test_augment_over_an_extent_and_over_polygons(fake_geodiff, tmp_path):

@@ -34,6 +34,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent.parent
 HELP_PAGE = PLUGIN_DIR / "help" / "index.html"
 # Measured, not guessed: bench/results/cpu.md and the model card (2 CPU threads, 20 DPM-Solver++ steps).
 CPU_SECONDS_PER_WINDOW = 5
+MIN_RESOLUTION = 0.05  # metres per pixel: finer than any aerial model; keeps the dialog's spin box above 0
 
 # The CLI's option names in its messages, said in terms of this dialog's parameters.
 CLI_TERMS = {
@@ -143,6 +144,7 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
                         self.tr(self.RESOLUTION_LABEL),
                         QgsProcessingParameterNumber.Double,
                         optional=True,
+                        minValue=MIN_RESOLUTION,
                     )
                 )
             )

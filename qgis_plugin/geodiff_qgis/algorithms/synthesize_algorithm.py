@@ -29,16 +29,16 @@ class SamplingParameters:
 
     def add_sampling_parameters(self):
         self.models = installed_models(self.executable_or_none())
-        self.addParameter(
-            advanced(
-                QgsProcessingParameterEnum(
-                    self.MODEL,
-                    self.tr("Model (installed models; see `geodiff models`)"),
-                    options=self.models,
-                    defaultValue=0,
-                )
-            )
+        model = QgsProcessingParameterEnum(
+            self.MODEL,
+            self.tr("Model (installed models; see `geodiff models`)"),
+            options=self.models,
+            defaultValue=self.models[0],
         )
+        # chosen by name, not by position: saved models, scripts and qgis_process calls keep meaning the same
+        # model when models are installed or removed
+        model.setUsesStaticStrings(True)
+        self.addParameter(advanced(model))
         self.addParameter(
             advanced(
                 QgsProcessingParameterFile(
@@ -112,8 +112,8 @@ class SamplingParameters:
         if folder:
             args = ["--model", folder]
         else:
-            index = self.parameterAsEnum(parameters, self.MODEL, context)
-            args = ["--model", self.models[index]] if 0 <= index < len(self.models) else []
+            name = self.parameterAsEnumString(parameters, self.MODEL, context)
+            args = ["--model", name] if name else []
         args += ["--seed", str(self.parameterAsInt(parameters, self.SEED, context))]
         if parameters.get(self.STEPS) not in (None, ""):
             args += ["--steps", str(self.parameterAsInt(parameters, self.STEPS, context))]
