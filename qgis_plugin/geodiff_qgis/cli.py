@@ -30,7 +30,9 @@ EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
 BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
 
 INSTALL_HINT = (
-    "Install geodiff in its own Python (>= 3.11) virtual environment from a geodiff source checkout, e.g.\n"
+    "Run 'Install geodiff' (Processing Toolbox > geodiff), which creates a Python environment under the QGIS "
+    "profile, installs geodiff into it and sets its path. Or install geodiff by hand in its own Python (>= 3.11) "
+    "virtual environment, e.g.\n"
     "  python3 -m venv ~/geodiff-venv && ~/geodiff-venv/bin/pip install /path/to/geodiff\n"
     "then set the full path of the 'geodiff' program "
     f"(e.g. ~/geodiff-venv/{BIN_DIR}/{EXE_NAME}) in Processing > Options > Providers > geodiff > "
@@ -40,6 +42,10 @@ INSTALL_HINT = (
 
 def _candidates():
     """Common places for a geodiff venv, checked when nothing is configured and geodiff is not on PATH."""
+    from qgis.core import QgsApplication
+
+    # where 'Install geodiff' puts it (the setting it writes may have been cleared)
+    yield Path(QgsApplication.qgisSettingsDirPath()) / "geodiff" / "venv" / BIN_DIR / EXE_NAME
     home = Path.home()
     for venv in ("geodiff-venv", ".venv", "venv", ".virtualenvs/geodiff", "geodiff/.venv"):
         yield home / venv / BIN_DIR / EXE_NAME
@@ -265,12 +271,13 @@ def run_json(executable, args, timeout_s=300):
     raise QgsProcessingException(f"geodiff printed no JSON: {done.stdout[-300:]}")
 
 
-def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=None):
+def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=None, name="geodiff"):
     """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel.
 
     ``translate`` rewrites geodiff's error text (e.g. CLI option names into the dialog's parameter names).
     ``on_plan(plan)`` sees geodiff's cost estimate (its first event) and may raise to stop the run there.
     On cancel geodiff gets SIGTERM at once, which it handles like Ctrl-C: its temporary files are removed.
+    ``name`` is what messages call the program (the installer runs python and pip through here too).
     """
     command = [executable, *map(str, args)]
     feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
@@ -290,7 +297,8 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=
             **_child_options(),
         )
     except OSError as exc:
-        raise QgsProcessingException(f"Could not start {executable}: {exc}\n{INSTALL_HINT}") from exc
+        hint = f"\n{INSTALL_HINT}" if name == "geodiff" else ""
+        raise QgsProcessingException(f"Could not start {executable}: {exc}{hint}") from exc
 
     lines = queue.Queue()
     reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
@@ -300,7 +308,7 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=
         while True:
             if feedback.isCanceled():
                 _stop(process)
-                raise QgsProcessingException("geodiff was canceled")
+                raise QgsProcessingException(f"{name} was canceled")
             try:
                 line = lines.get(timeout=poll_s)
             except queue.Empty:
@@ -319,5 +327,5 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=
         detail = "\n".join(output.errors or output.tail) or "no error message"
         if translate is not None:
             detail = translate(detail)
-        raise QgsProcessingException(f"geodiff failed (exit code {code}): {detail}")
+        raise QgsProcessingException(f"{name} failed (exit code {code}): {detail}")
     feedback.setProgress(100)

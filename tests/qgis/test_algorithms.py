@@ -79,6 +79,7 @@ def test_provider_lists_the_algorithms(qgis_app):
         "geodiff:rasterize",
         "geodiff:synthesize",
         "geodiff:augment",
+        "geodiff:install",
     }
     for alg in provider.algorithms():
         assert not alg.icon().isNull() and alg.svgIconPath().endswith(".svg")
