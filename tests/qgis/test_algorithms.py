@@ -593,3 +593,19 @@ def test_help_page_ships_inside_the_plugin(qgis_app):
         page = Path(url.toLocalFile())
         assert page.is_file(), page
         assert f'id="{url.fragment()}"' in page.read_text(encoding="utf-8")
+
+
+def test_time_left_is_shown_per_stage_and_every_tenth(qgis_app):
+    from geodiff_qgis.cli import OutputHandler
+
+    feedback = RecordingFeedback()
+    handler = OutputHandler(feedback)
+    for i in range(1, 21):  # one stage, 20 steps, 10 min left at the start
+        handler.line(
+            json.dumps({"progress": i / 20, "message": f"denoising step {i}/20", "eta_s": 600 - 30 * i})
+        )
+    assert feedback.texts[0] == "denoising step 1/20 (about 10 min left)"
+    assert 5 <= len(feedback.texts) <= 11  # not one log line per step
+    assert (
+        all("left" in t for t in feedback.texts[:-1]) and "left" not in feedback.texts[-1]
+    )  # < 30 s: unsaid
