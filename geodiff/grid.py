@@ -35,6 +35,10 @@ class BBox:
     def __str__(self) -> str:
         return ",".join(f"{v:.6f}" for v in self.as_tuple())
 
+    def tags(self) -> dict[str, str]:
+        """GeoTIFF tags: ``BBOX`` (W,S,E,N) and ``BBOX_CRS``, the CRS those numbers are in."""
+        return {"BBOX": str(self), "BBOX_CRS": self.crs.to_string()}
+
 
 def parse_crs(value: str | int | CRS) -> CRS:
     """A pyproj CRS from ``"EPSG:32632"``, ``32632``, WKT or a CRS; clear error otherwise."""

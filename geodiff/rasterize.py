@@ -228,7 +228,7 @@ def rasterize_to_file(
         bbox, resolution=resolution, crs=crs, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, allow_empty=allow_empty, settings=settings, progress=progress,
     )  # fmt: skip
-    tags = {"BBOX": str(bbox), "SOURCE": str(osm_path or vector_path or "overpass")}
+    tags = {**bbox.tags(), "SOURCE": str(osm_path or vector_path or "overpass")}
     write_class_map(out_path, class_map, grid, tags=tags, overwrite=overwrite)
     if preview is not None:
         write_class_preview(preview, class_map, overwrite=overwrite)

@@ -635,7 +635,7 @@ def provenance(plan: SynthPlan) -> dict[str, str]:
         "BLEND": plan.blend,
         "DEVICE": plan.device,
         "GEODIFF_VERSION": __version__,
-        "BBOX": str(plan.bbox),
+        **plan.bbox.tags(),
         "SOURCE": str(plan.source),
     }
     return {k: str(v) for k, v in tags.items()}

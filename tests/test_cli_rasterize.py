@@ -148,6 +148,23 @@ def test_empty_area_is_an_error_unless_allowed(tmp_path, capsys):
     assert code == 0 and not read_raster(out)[0].any()
 
 
+def test_bbox_tag_says_its_crs(tmp_path, capsys):
+    """A Web Mercator extent (what QGIS passes from a 3857 canvas) is tagged with its CRS, not as bare numbers."""
+    from pyproj import Transformer
+
+    to_merc = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    w, s = to_merc.transform(TOWN_BBOX[0], TOWN_BBOX[1])
+    e, n = to_merc.transform(TOWN_BBOX[2], TOWN_BBOX[3])
+    out = tmp_path / "m.tif"
+    code, _ = run(["rasterize", "--bbox", f"{w},{s},{e},{n}", "--bbox-crs", "EPSG:3857", "--osm", str(TOWN),
+                   "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0
+    tags = read_raster(out)[2]
+    assert tags["BBOX_CRS"] == "EPSG:3857" and float(tags["BBOX"].split(",")[0]) == pytest.approx(w)
+    code, _ = run(["rasterize", "--bbox", BBOX, "--osm", str(TOWN), "--out", str(tmp_path / "l.tif")], capsys)
+    assert read_raster(tmp_path / "l.tif")[2]["BBOX_CRS"] == "EPSG:4326"
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "m.tif"
     out.write_bytes(b"keep me")

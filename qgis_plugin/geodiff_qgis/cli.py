@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +23,16 @@ MAX_WINDOWS_SETTING = "GEODIFF_MAX_WINDOWS"
 DEFAULT_MAX_WINDOWS = 2000  # ~3 h of CPU time at the measured ~5 s per window; minutes on a GPU
 DEFAULT_MODEL = "geodiff-default"
 _MODELS_CACHE = {}
+_VERSION_CACHE = {}
+ETA_MIN_S = 30  # shorter times left are not worth a log line
 TERMINATE_GRACE_S = 5.0  # seconds between terminate() and kill() on cancel
 EXE_NAME = "geodiff.exe" if sys.platform == "win32" else "geodiff"
 BIN_DIR = "Scripts" if sys.platform == "win32" else "bin"
 
 INSTALL_HINT = (
-    "Install geodiff in its own Python (>= 3.11) virtual environment from a geodiff source checkout, e.g.\n"
+    "Run 'Install geodiff' (Processing Toolbox > geodiff), which creates a Python environment under the QGIS "
+    "profile, installs geodiff into it and sets its path. Or install geodiff by hand in its own Python (>= 3.11) "
+    "virtual environment, e.g.\n"
     "  python3 -m venv ~/geodiff-venv && ~/geodiff-venv/bin/pip install /path/to/geodiff\n"
     "then set the full path of the 'geodiff' program "
     f"(e.g. ~/geodiff-venv/{BIN_DIR}/{EXE_NAME}) in Processing > Options > Providers > geodiff > "
@@ -37,6 +42,10 @@ INSTALL_HINT = (
 
 def _candidates():
     """Common places for a geodiff venv, checked when nothing is configured and geodiff is not on PATH."""
+    from qgis.core import QgsApplication
+
+    # where 'Install geodiff' puts it (the setting it writes may have been cleared)
+    yield Path(QgsApplication.qgisSettingsDirPath()) / "geodiff" / "venv" / BIN_DIR / EXE_NAME
     home = Path.home()
     for venv in ("geodiff-venv", ".venv", "venv", ".virtualenvs/geodiff", "geodiff/.venv"):
         yield home / venv / BIN_DIR / EXE_NAME
@@ -87,11 +96,61 @@ def installed_models(executable):
     return list(_MODELS_CACHE[executable])
 
 
+def geodiff_version(executable):
+    """``geodiff --version``'s number (asked once per session and executable), or '?'."""
+    if executable not in _VERSION_CACHE:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        try:
+            done = subprocess.run(
+                [executable, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=60, env=env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )  # fmt: skip
+            words = done.stdout.split()
+            _VERSION_CACHE[executable] = words[-1] if done.returncode == 0 and words else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            _VERSION_CACHE[executable] = "?"
+    return _VERSION_CACHE[executable]
+
+
+def plugin_version():
+    """The plugin's version, from its metadata.txt."""
+    import configparser
+
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(Path(__file__).with_name("metadata.txt"), encoding="utf-8")
+    return metadata.get("general", "version", fallback="?")
+
+
 def _pump(stream, lines):
     """Reader thread: a blocking readline must not stop the main loop from noticing a cancel."""
     for line in iter(stream.readline, ""):
         lines.put(line)
     lines.put(None)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook():
+    """Linux: a ``preexec_fn`` that has the kernel send geodiff SIGTERM when the thread that started it dies, so
+    geodiff never outlives QGIS (killed, crashed or closed during a run); geodiff unwinds SIGTERM like Ctrl-C,
+    removing its temporary files. The algorithm's thread waits for geodiff, so this only fires when QGIS goes.
+    None where it is not available. libc is looked up here, before the fork: the child only makes the call."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_options():
+    """Popen options that tie geodiff's life to QGIS's and open no console window."""
+    if sys.platform.startswith("linux"):
+        hook = _die_with_parent_hook()
+        return {"preexec_fn": hook} if hook else {}
+    return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
 
 
 def _stop(process):
@@ -108,11 +167,13 @@ def _stop(process):
 class OutputHandler:
     """Turns CLI output lines into feedback calls and remembers error messages."""
 
-    def __init__(self, feedback):
+    def __init__(self, feedback, on_plan=None):
         self.feedback = feedback
+        self.on_plan = on_plan  # called with geodiff's plan event (what the run costs); may raise to stop it
         self.errors = []  # messages of "Error: ..." lines
         self.tail = []  # last plain lines, reported when a failure printed no "Error:" line
         self._last_stage = None
+        self._last_tenth = None
 
     def line(self, line):
         line = line.strip()
@@ -140,15 +201,33 @@ class OutputHandler:
             # The dialog logs every progress text: set it once per stage ("denoising step 5/20" and "6/20" are
             # one stage), so each stage is one log line and the bar shows the rest.
             stage = "".join(c for c in text if not c.isdigit())
-            if text and stage != self._last_stage:
-                fb.setProgressText(text)
+            eta = msg.get("eta_s")
+            # The time left, when it is worth saying: at each new stage and every 10% between.
+            tenth = int(10 * float(msg["progress"]))
+            new_tenth = tenth != self._last_tenth and eta is not None and eta >= ETA_MIN_S
+            if text and (stage != self._last_stage or new_tenth):
+                fb.setProgressText(
+                    text + (f" ({describe_eta(eta)})" if eta is not None and eta >= ETA_MIN_S else "")
+                )
                 self._last_stage = stage
+                self._last_tenth = tenth
         elif msg.get("event") == "device":
             fb.pushInfo(f"geodiff runs on device: {msg.get('device')} (dtype {msg.get('dtype', '?')})")
         elif msg.get("event") == "plan":
             fb.pushInfo(describe_plan(msg))
+            if self.on_plan is not None:
+                self.on_plan(msg)
         else:
             fb.pushInfo(", ".join(f"{k}: {v}" for k, v in msg.items()))
+
+
+def describe_eta(seconds):
+    """'about 40 s left', 'about 12 min left', 'about 2.5 h left'."""
+    if seconds < 120:
+        return f"about {seconds:.0f} s left"
+    if seconds < 2 * 3600:
+        return f"about {seconds / 60:.0f} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 def describe_plan(plan):
@@ -192,18 +271,19 @@ def run_json(executable, args, timeout_s=300):
     raise QgsProcessingException(f"geodiff printed no JSON: {done.stdout[-300:]}")
 
 
-def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
+def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=None, name="geodiff"):
     """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel.
 
     ``translate`` rewrites geodiff's error text (e.g. CLI option names into the dialog's parameter names).
-    On cancel geodiff gets SIGTERM, which it handles like Ctrl-C: its temporary files are removed.
+    ``on_plan(plan)`` sees geodiff's cost estimate (its first event) and may raise to stop the run there.
+    On cancel geodiff gets SIGTERM at once, which it handles like Ctrl-C: its temporary files are removed.
+    ``name`` is what messages call the program (the installer runs python and pip through here too).
     """
     command = [executable, *map(str, args)]
     feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # line-by-line progress through the pipe
     env.pop("PYTHONPATH", None)  # QGIS's own Python paths must not leak into geodiff's Python
     env.pop("PYTHONHOME", None)
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window popping up on Windows
     try:
         process = subprocess.Popen(
             command,
@@ -214,20 +294,21 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
             encoding="utf-8",
             errors="replace",
             env=env,
-            creationflags=flags,
+            **_child_options(),
         )
     except OSError as exc:
-        raise QgsProcessingException(f"Could not start {executable}: {exc}\n{INSTALL_HINT}") from exc
+        hint = f"\n{INSTALL_HINT}" if name == "geodiff" else ""
+        raise QgsProcessingException(f"Could not start {executable}: {exc}{hint}") from exc
 
     lines = queue.Queue()
     reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
     reader.start()
-    output = OutputHandler(feedback)
+    output = OutputHandler(feedback, on_plan)
     try:
         while True:
             if feedback.isCanceled():
                 _stop(process)
-                raise QgsProcessingException("geodiff was canceled")
+                raise QgsProcessingException(f"{name} was canceled")
             try:
                 line = lines.get(timeout=poll_s)
             except queue.Empty:
@@ -246,5 +327,5 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None):
         detail = "\n".join(output.errors or output.tail) or "no error message"
         if translate is not None:
             detail = translate(detail)
-        raise QgsProcessingException(f"geodiff failed (exit code {code}): {detail}")
+        raise QgsProcessingException(f"{name} failed (exit code {code}): {detail}")
     feedback.setProgress(100)

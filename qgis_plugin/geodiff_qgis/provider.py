@@ -48,12 +48,14 @@ class GeodiffProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         from .algorithms.augment_algorithm import AugmentAlgorithm
+        from .algorithms.install_algorithm import InstallAlgorithm
         from .algorithms.rasterize_algorithm import RasterizeAlgorithm
         from .algorithms.synthesize_algorithm import SynthesizeAlgorithm
 
         self.addAlgorithm(SynthesizeAlgorithm())
         self.addAlgorithm(RasterizeAlgorithm())
         self.addAlgorithm(AugmentAlgorithm())
+        self.addAlgorithm(InstallAlgorithm())
 
     def id(self):
         return "geodiff"

@@ -37,8 +37,60 @@ def write_tif(path, bbox, crs, bands, value):
     ds = None
 
 
+def write_class_qml(raster):
+    """The class-map style geodiff writes beside a semantic map (``map.tif`` -> ``map.qml``)."""
+    entries = "".join(
+        f'<paletteEntry value="{c["id"]}" color="#{c["color"][0]:02x}{c["color"][1]:02x}{c["color"][2]:02x}" '
+        f'alpha="255" label="{c["name"]}"/>'
+        for c in CLASSES
+    )
+    with open(os.path.splitext(raster)[0] + ".qml", "w") as f:
+        f.write('<!DOCTYPE qgis><qgis version="3.22" styleCategories="Symbology"><pipe>'
+                '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">'
+                f"<colorPalette>{entries}</colorPalette></rasterrenderer></pipe></qgis>")  # fmt: skip
+
+
+CLASSES = [{"id": 0, "name": "background", "color": [214, 200, 160]},
+           {"id": 1, "name": "building", "color": [192, 57, 43]},
+           {"id": 2, "name": "road", "color": [127, 140, 141]},
+           {"id": 3, "name": "water", "color": [46, 134, 193]},
+           {"id": 4, "name": "vegetation", "color": [39, 174, 96]}]  # fmt: skip
+
+
+def augment(args):
+    """Tiles side by side across the area (or the windows' bounds), in lon/lat, with a manifest as geodiff's."""
+    if args.windows:
+        with open(args.windows) as f:
+            rings = [ft["geometry"]["coordinates"][0] for ft in json.load(f)["features"]]
+        boxes = [(min(p[0] for p in r), min(p[1] for p in r), max(p[0] for p in r), max(p[1] for p in r))
+                 for r in rings]  # fmt: skip
+    else:
+        w, s, e, n = (float(v) for v in args.area.split(","))
+        count = int(args.n_windows)
+        step = (e - w) / count
+        boxes = [(w + i * step, s, w + (i + 1) * step, n) for i in range(count)]
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(args.out, sub), exist_ok=True)
+    samples = []
+    for i, box in enumerate(boxes):
+        for k in range(int(args.seeds_per_window or 1)):
+            sid = f"w{i:05d}_s{k}"
+            image, mask = f"images/{sid}.{args.format}", f"masks/{sid}.{args.format}"
+            write_tif(os.path.join(args.out, image), box, "EPSG:4326", 3, 100)
+            write_tif(os.path.join(args.out, mask), box, "EPSG:4326", 1, 0)
+            samples.append({"id": sid, "image": image, "mask": mask, "crs": "EPSG:4326"})
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump({"format": "geodiff-paired-dataset-1", "classes": CLASSES, "n_samples": len(samples),
+                   "samples": samples}, f)  # fmt: skip
+    emit(progress=1.0, message="done")
+    return 0
+
+
 def main():
     mode = os.environ.get("FAKE_GEODIFF_MODE", "ok")
+    if sys.argv[1:2] == ["--version"]:
+        print("geodiff, version 9.8.7")
+        return 0
     if sys.argv[1:3] == ["models", "--json"]:
         print(json.dumps({"models": [{"name": "geodiff-default", "default": True},
                                      {"name": "my-region", "default": False}]}))  # fmt: skip
@@ -71,6 +123,8 @@ def main():
         "--min-labeled",
         "--seeds-per-window",
         "--format",
+        "--threads",
+        "--guidance-scale",
     ):
         parser.add_argument(opt)
     for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty"):
@@ -83,6 +137,17 @@ def main():
                           "windows": windows, "steps": 20, "device": "cpu", "seconds_estimate": 5.0 * windows}))  # fmt: skip
         return 0
 
+    if args.command == "synth" and mode == "slowplan":  # geodiff times the model before its plan event
+        with open(os.environ["FAKE_GEODIFF_PID"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+    if args.command == "synth":  # the plan is the first event of a real run, as geodiff sends it
+        windows = int(os.environ.get("FAKE_GEODIFF_WINDOWS", "4"))
+        emit(event="plan", width=157, height=159, resolution_m=1.0, crs="EPSG:32635", windows=windows, steps=20,
+             device="cpu", seconds_estimate=5.0 * windows)  # fmt: skip
+    if mode == "planerror":
+        sys.stderr.write("Error: --resolution 5 does not match the model's 1 m/px: leave --resolution out\n")
+        return 2
     if mode in ("sleep", "stubborn"):
         if mode == "stubborn":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -108,12 +173,7 @@ def main():
         sys.stderr.write(f"Error: vector file not found: {args.vector}\n")
         return 2
     if args.command == "augment":
-        os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
-        os.makedirs(os.path.join(args.out, "masks"), exist_ok=True)
-        with open(os.path.join(args.out, "manifest.json"), "w") as f:
-            json.dump({"format": "geodiff-paired-dataset-1", "n_samples": 0, "samples": []}, f)
-        emit(progress=1.0, message="done")
-        return 0
+        return augment(args)
     bbox = [float(v) for v in args.bbox.split(",")]
     if args.command == "synth":
         emit(event="device", device="cpu", dtype="float32")
@@ -124,8 +184,10 @@ def main():
         write_tif(args.out, bbox, args.bbox_crs, 3, 100)
         if args.mask_out:
             write_tif(args.mask_out, bbox, args.bbox_crs, 1, 0)
+            write_class_qml(args.mask_out)
     else:
         write_tif(args.out, bbox, args.bbox_crs, 1, 0)
+        write_class_qml(args.out)
     emit(progress=1.0, message="done")
     return 0
 

@@ -79,10 +79,11 @@ def test_provider_lists_the_algorithms(qgis_app):
         "geodiff:rasterize",
         "geodiff:synthesize",
         "geodiff:augment",
+        "geodiff:install",
     }
     for alg in provider.algorithms():
         assert not alg.icon().isNull() and alg.svgIconPath().endswith(".svg")
-        assert alg.helpUrl().startswith("file:")
+        assert alg.helpUrl().startswith("file:") and "index.html#" in alg.helpUrl()
     synth = QgsApplication.processingRegistry().algorithmById("geodiff:synthesize")
     names = {p.name() for p in synth.parameterDefinitions()}
     assert {
@@ -227,8 +228,8 @@ def test_vector_layer_is_exported_to_geopackage(fake_geodiff, tmp_path):
     [
         ({"EXTENT": "24.9,24.9,60.1,60.1 [EPSG:4326]"}, "area is empty"),
         ({"EXTENT": "24.9,24.91,60.15,60.16"}, "has no CRS"),  # no project CRS to fall back on here
-        ({"RESOLUTION": 0}, "greater than 0"),
-        ({"RESOLUTION": -2}, "greater than 0"),
+        ({"RESOLUTION": 0}, "RESOLUTION"),  # below the parameter's minimum: Processing refuses it
+        ({"RESOLUTION": -2}, "RESOLUTION"),
         ({"FILE": "BOTH"}, "not both"),
         ({"FILE": "/nonexistent/town.osm"}, "not found"),
         ({"VECTOR": "LAYER", "CLASS_FIELD": "class"}, "no attribute 'class'"),
@@ -346,24 +347,94 @@ def test_executable_from_environment_and_bad_setting(fake_geodiff, monkeypatch, 
         find_executable(str(tmp_path / "nope" / "geodiff"))
 
 
-def test_cost_is_logged_first_and_large_runs_are_refused(fake_geodiff, monkeypatch, tmp_path):
+def test_cost_is_logged_once_from_one_geodiff_run_and_large_runs_are_refused(
+    fake_geodiff, monkeypatch, tmp_path
+):
     from geodiff_qgis.cli import MAX_WINDOWS_SETTING
     from processing.core.ProcessingConfig import ProcessingConfig
 
     params = {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT": str(tmp_path / "a.tif")}
-    _, feedback = run("geodiff:synthesize", params)
-    first = feedback.textLog().splitlines()[0]
-    assert "157 x 159 px" in first and "4 windows" in first and "estimated 20 s" in first
+    feedback = RecordingFeedback()
+    run("geodiff:synthesize", params, feedback)
+    log = feedback.textLog()
+    cost = [line for line in log.splitlines() if "windows of the model" in line]
+    assert len(cost) == 1, log  # printed once
+    assert "157 x 159 px" in cost[0] and "4 windows" in cost[0] and "estimated 20 s" in cost[0]
+    assert log.index(cost[0]) < log.index("some plain output")  # before geodiff works
+    assert not Path(f"{fake_geodiff.args_file}.dry").exists()  # one process: no separate dry run
     monkeypatch.setenv("FAKE_GEODIFF_WINDOWS", "5000")
     (tmp_path / "a.tif").unlink()
-    fake_geodiff.args_file.unlink()
     ProcessingConfig.setSettingValue(MAX_WINDOWS_SETTING, 1000)
     try:
         text = run_error("geodiff:synthesize", params)
     finally:
         ProcessingConfig.setSettingValue(MAX_WINDOWS_SETTING, 2000)
     assert "5000 windows" in text and "Providers > geodiff" in text
-    assert not fake_geodiff.args_file.exists() and not (tmp_path / "a.tif").exists()  # only the dry run ran
+    assert text.count("5000 windows of the model, 20 steps") == 1  # the cost line, once
+    assert not (tmp_path / "a.tif").exists()  # stopped at its plan, before writing
+
+
+def test_log_names_plugin_and_geodiff_versions(fake_geodiff, tmp_path):
+    _, feedback = run("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                            "OUTPUT": str(tmp_path / "m.tif")})  # fmt: skip
+    from geodiff_qgis.cli import plugin_version
+
+    assert f"geodiff QGIS plugin {plugin_version()}, geodiff 9.8.7" in feedback.textLog()
+    assert plugin_version()[0].isdigit()
+
+
+def test_estimate_errors_are_in_dialog_terms(fake_geodiff, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_GEODIFF_MODE", "planerror")
+    text = run_error("geodiff:synthesize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                            "OUTPUT": str(tmp_path / "a.tif")})  # fmt: skip
+    assert "leave 'Resolution' out" in text and "--resolution" not in text
+
+
+def test_cancel_during_the_estimate_stops_geodiff_at_once(fake_geodiff, monkeypatch, tmp_path):
+    """geodiff times the model before its plan: a cancel then must not wait for it, nor end as a success."""
+    import threading
+
+    monkeypatch.setenv("FAKE_GEODIFF_MODE", "slowplan")
+    feedback = QgsProcessingFeedback()
+
+    def cancel_when_started():
+        deadline = time.monotonic() + 30
+        while not fake_geodiff.pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        feedback.cancel()
+
+    canceller = threading.Thread(target=cancel_when_started)
+    canceller.start()
+    start = time.monotonic()
+    text = run_error("geodiff:synthesize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                            "OUTPUT": str(tmp_path / "a.tif")}, feedback)  # fmt: skip
+    canceller.join()
+    assert "canceled" in text
+    assert time.monotonic() - start < 15
+    assert_gone(int(fake_geodiff.pid_file.read_text()), within_s=2)
+
+
+def test_sampling_options_threads_guidance_and_gpu(fake_geodiff, tmp_path):
+    from geodiff_qgis.algorithms.synthesize_algorithm import SamplingParameters
+
+    params = {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT": str(tmp_path / "a.tif")}
+    run("geodiff:synthesize", params)
+    args = cli_args(fake_geodiff)
+    assert arg_value(args, "--threads") == str(max(1, os.cpu_count() - 1)) and "--guidance-scale" not in args
+    (tmp_path / "a.tif").unlink()
+    cuda1 = SamplingParameters.DEVICES.index("cuda:1")
+    assert SamplingParameters.DEVICES[:3] == ["auto", "cpu", "cuda"]  # saved indices keep their meaning
+    run("geodiff:synthesize", {**params, "THREADS": 3, "GUIDANCE": 2.5, "DEVICE": cuda1})
+    args = cli_args(fake_geodiff)
+    assert (
+        arg_value(args, "--threads"),
+        arg_value(args, "--guidance-scale"),
+        arg_value(args, "--device"),
+    ) == (
+        "3",
+        "2.5",
+        "cuda:1",
+    )
 
 
 def test_unset_mask_output_writes_no_mask(fake_geodiff, tmp_path):
@@ -418,13 +489,17 @@ def test_model_parameter_lists_installed_models(fake_geodiff, tmp_path):
     assert alg.parameterDefinition("MODEL").options() == ["geodiff-default", "my-region"]
     import processing
 
-    processing.run(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": 1,
+    assert alg.parameterDefinition("MODEL").defaultValue() == "geodiff-default"
+    processing.run(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": "my-region",
                          "OUTPUT": str(tmp_path / "a.tif")})  # fmt: skip
-    assert arg_value(cli_args(fake_geodiff), "--model") == "my-region"
+    assert arg_value(cli_args(fake_geodiff), "--model") == "my-region"  # by name: no index that shifts
+    text = run_error(alg, {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "MODEL": "removed-model",
+                           "OUTPUT": str(tmp_path / "b.tif")})  # fmt: skip
+    assert "MODEL" in text
 
 
 def test_augment_over_an_extent_and_over_polygons(fake_geodiff, tmp_path):
-    results, _ = run(
+    results, feedback = run(
         "geodiff:augment",
         {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 3, "SEEDS_PER_TILE": 2, "FORMAT": 1,
          "OUTPUT_FOLDER": str(tmp_path / "aug")},
@@ -436,9 +511,100 @@ def test_augment_over_an_extent_and_over_polygons(fake_geodiff, tmp_path):
     assert (
         results["MANIFEST"] == str(tmp_path / "aug" / "manifest.json") and Path(results["MANIFEST"]).is_file()
     )
+    assert "3 tiles x 2 samples: 6 windows of the model, estimated 30 s" in feedback.textLog()
+    assert results["IMAGES"] is None and "PNG tiles carry no georeference" in feedback.textLog()
 
-    run("geodiff:augment", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "AREAS": classes_layer(),
-                            "OUTPUT_FOLDER": str(tmp_path / "aug2")})  # fmt: skip
+    # polygons: no Area needed
+    run("geodiff:augment", {"AREAS": classes_layer(), "OUTPUT_FOLDER": str(tmp_path / "aug2")})
     args = cli_args(fake_geodiff)
     assert "--windows" in args and "--area" not in args
     assert not Path(arg_value(args, "--windows")).exists()  # the temporary polygon file is cleaned up
+
+
+def test_augment_needs_an_area_or_polygons_and_a_real_folder(fake_geodiff, tmp_path):
+    text = run_error("geodiff:augment", {"OUTPUT_FOLDER": str(tmp_path / "aug")})
+    assert "Give an Area for random tiles, or a Polygon layer" in text
+    text = run_error("geodiff:augment", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                         "OUTPUT_FOLDER": "TEMPORARY_OUTPUT"})  # fmt: skip
+    assert "Choose a Dataset folder" in text
+    assert not fake_geodiff.args_file.exists()
+
+
+def test_augment_above_the_limit_is_refused_before_geodiff_runs(fake_geodiff, tmp_path):
+    text = run_error("geodiff:augment", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 100000,
+                                         "OUTPUT_FOLDER": str(tmp_path / "aug")})  # fmt: skip
+    assert "100000 windows" in text and "Providers > geodiff" in text
+    assert not fake_geodiff.args_file.exists() and not (tmp_path / "aug").exists()
+
+
+def loaded_layers(alg_id, params):
+    """Run as the dialog does (outputs loaded into the project when the run ends): {layer name: layer}."""
+    import processing
+    from qgis.core import QgsProject
+
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    processing.runAndLoadResults(alg_id, params, feedback=QgsProcessingFeedback())
+    return {layer.name(): layer for layer in project.mapLayers().values()}
+
+
+def palette_labels(layer):
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted", renderer.type()
+    return [c.label for c in renderer.classes()]
+
+
+CLASS_NAMES = ["background", "building", "road", "water", "vegetation"]
+
+
+def test_loaded_outputs_are_styled_and_named(fake_geodiff, tmp_path):
+    from qgis.core import QgsContrastEnhancement
+
+    layers = loaded_layers("geodiff:synthesize", {
+        "EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "SEED": 7,
+        "OUTPUT": str(tmp_path / "a.tif"), "MASK_OUTPUT": str(tmp_path / "a.mask.tif")})  # fmt: skip
+    names = sorted(layers)
+    assert names == [
+        "Semantic map · 60.1550°N 24.9050°E · seed 7",
+        "Synthetic aerial image · 60.1550°N 24.9050°E · seed 7",
+    ], names
+    assert palette_labels(layers[names[0]]) == CLASS_NAMES  # not 256 unnamed entries
+    layers = loaded_layers("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
+                                                 "OUTPUT": "TEMPORARY_OUTPUT"})  # fmt: skip
+    assert palette_labels(layers["Semantic map · 60.1550°N 24.9050°E"]) == CLASS_NAMES
+    layers = loaded_layers("geodiff:augment", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 3,
+                                               "OUTPUT_FOLDER": str(tmp_path / "aug")})  # fmt: skip
+    assert sorted(layers) == ["Image tiles · aug · seed 0", "Mask tiles · aug · seed 0"]
+    masks, images = layers["Mask tiles · aug · seed 0"], layers["Image tiles · aug · seed 0"]
+    assert masks.source().endswith(".vrt") and masks.bandCount() == 1 and images.bandCount() == 3
+    assert palette_labels(masks) == CLASS_NAMES + ["ignore"]
+    check_raster(masks.source(), EXTENT_4326, "EPSG:4326")
+    assert masks.width() == 3 * 16  # the three tiles side by side, one mosaic
+    red = images.renderer().redContrastEnhancement()
+    assert red.contrastEnhancementAlgorithm() == QgsContrastEnhancement.NoEnhancement
+
+
+def test_help_page_ships_inside_the_plugin(qgis_app):
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QUrl
+
+    for alg in QgsApplication.processingRegistry().providerById("geodiff").algorithms():
+        url = QUrl(alg.helpUrl())
+        page = Path(url.toLocalFile())
+        assert page.is_file(), page
+        assert f'id="{url.fragment()}"' in page.read_text(encoding="utf-8")
+
+
+def test_time_left_is_shown_per_stage_and_every_tenth(qgis_app):
+    from geodiff_qgis.cli import OutputHandler
+
+    feedback = RecordingFeedback()
+    handler = OutputHandler(feedback)
+    for i in range(1, 21):  # one stage, 20 steps, 10 min left at the start
+        handler.line(
+            json.dumps({"progress": i / 20, "message": f"denoising step {i}/20", "eta_s": 600 - 30 * i})
+        )
+    assert feedback.texts[0] == "denoising step 1/20 (about 10 min left)"
+    assert 5 <= len(feedback.texts) <= 11  # not one log line per step
+    assert all("left" in t for t in feedback.texts)  # and below 30 s left nothing more is logged
+    assert feedback.texts[-1] == "denoising step 18/20 (about 60 s left)"

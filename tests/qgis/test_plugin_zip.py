@@ -2,6 +2,7 @@
 
 import configparser
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,8 @@ from qgis_helpers import QGIS_PROCESS, REPO  # noqa: E402
 
 pytestmark = pytest.mark.qgis
 
-REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository")
+REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author")
+LINKS = ("email", "homepage", "tracker", "repository")  # real addresses or left out: never placeholder text
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +43,18 @@ def test_zip_layout_and_metadata(plugin_zip):
         "provider.py",
         "algorithms/rasterize_algorithm.py",
         "algorithms/synthesize_algorithm.py",
+        "algorithms/augment_algorithm.py",
+        "help/index.html",  # what every Help button opens
     ):
         assert f"geodiff_qgis/{needed}" in names
     general = metadata["general"]
     for key in REQUIRED:
         assert general.get(key, "").strip(), f"metadata.txt lacks {key}"
+    for key in LINKS:
+        value = general.get(key)
+        assert value is None or (
+            value.startswith("https://") if key != "email" else re.fullmatch(r"[^@\s]+@[^@\s]+\.\w+", value)
+        ), f"metadata.txt {key}={value!r} is neither a real address nor left out"
     assert general["qgisMinimumVersion"] == "3.22"
     assert general["hasProcessingProvider"] == "yes" and general["category"] == "Analysis"
     assert general["license"] == "MIT" and general["author"] == "geodiff developers"

@@ -93,3 +93,52 @@ def test_qgis_process_rasterize_with_real_cli(qgis_env, sample_osm, tmp_path):
     done = run_rasterize(dict(qgis_env, GEODIFF_EXECUTABLE=str(exe)), bbox, out, f"FILE={sample_osm}")
     assert done.returncode == 0, done.stdout + done.stderr
     check_raster(out, bbox, "EPSG:4326", bands=1)
+
+
+def running(pid):
+    """Alive and not a zombie (an orphan's zombie lingers until whatever adopted it reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_geodiff_dies_with_qgis(qgis_env, fake_exe, tmp_path, how):
+    """QGIS terminated, killed or crashed during a run: geodiff must stop too, not run on for minutes. (qgis_process
+    turns SIGTERM into a cancel; SIGKILL, like a crash, leaves nothing to clean up but the kernel's parent-death
+    signal.)"""
+    import signal
+    import time
+
+    pid_file = tmp_path / "pid"
+    env = dict(
+        qgis_env, GEODIFF_EXECUTABLE=str(fake_exe), FAKE_GEODIFF_MODE="sleep", FAKE_GEODIFF_PID=str(pid_file)
+    )
+    w, s, e, n = 24.90, 60.15, 24.91, 60.16
+    qgis = subprocess.Popen(
+        [QGIS_PROCESS, "run", "geodiff:rasterize", "--", f"EXTENT={w},{e},{s},{n} [EPSG:4326]",
+         f"OUTPUT={tmp_path / 'map.tif'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline and qgis.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.exists(), "geodiff did not start"
+        time.sleep(0.3)  # the pid is written before the fake sleeps
+        child = int(pid_file.read_text())
+        qgis.send_signal(getattr(signal, how))
+        qgis.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if not running(child):
+                return
+            time.sleep(0.1)
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"geodiff still running 5 s after QGIS got {how}")
+    finally:
+        if qgis.poll() is None:
+            qgis.kill()

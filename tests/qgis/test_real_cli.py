@@ -74,6 +74,24 @@ def test_real_synthesize(real_cli, sample_osm, tmp_path):
     check_raster(mask, bbox, "EPSG:4326", bands=1)
 
 
+@pytest.mark.parametrize("real_cli", ["synth"], indirect=True)
+def test_real_synthesize_logs_its_cost_once(real_cli, sample_osm, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    model = tiny_model_or_skip()
+    feedback = QgsProcessingFeedback()
+    processing.run(
+        "geodiff:synthesize",
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model, "STEPS": 1,
+         "DEVICE": 1, "THREADS": 1, "OUTPUT": str(tmp_path / "a.tif"), "MASK_OUTPUT": None},
+        feedback=feedback,
+    )  # fmt: skip
+    log = feedback.textLog()
+    assert len([line for line in log.splitlines() if "windows of the model" in line]) == 1, log
+    assert "geodiff QGIS plugin" in log and "--threads 1" in log
+
+
 def tiny_model_or_skip():
     model = os.environ.get("GEODIFF_TEST_MODEL")
     if not model or not Path(model).is_dir():
@@ -120,19 +138,24 @@ def test_web_mercator_extent_gives_the_grid_of_the_same_area_in_lonlat(real_cli,
 
 @pytest.mark.parametrize("real_cli", ["rasterize"], indirect=True)
 def test_semantic_map_opens_with_five_named_classes(real_cli, sample_osm, tmp_path):
+    """As the dialog opens it: Processing loads the output itself (not Add Raster Layer), then post-processes it."""
     import processing
-    from qgis.core import QgsRasterLayer
+    from qgis.core import QgsProcessingFeedback, QgsProject
 
     out = tmp_path / "map.tif"
-    processing.run("geodiff:rasterize", {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm),
-                                         "OUTPUT": str(out)})  # fmt: skip
-    layer = QgsRasterLayer(str(out), "map")  # as QGIS opens any file: the .qml beside it is its default style
-    layer.loadDefaultStyle()
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    processing.runAndLoadResults(
+        "geodiff:rasterize",
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "OUTPUT": str(out)},
+        feedback=QgsProcessingFeedback(),
+    )
+    (layer,) = project.mapLayers().values()
+    assert layer.source() == str(out) and layer.name().startswith("Semantic map · ")
     renderer = layer.renderer()
     assert renderer.type() == "paletted"
     assert [c.label for c in renderer.classes()] == ["background", "building", "road", "water", "vegetation"]
-    rgb_style = (tmp_path / "map.qml").read_text()
-    assert "paletteEntry" in rgb_style
+    project.removeAllMapLayers()
 
 
 @pytest.mark.parametrize("real_cli", ["synth"], indirect=True)
@@ -182,17 +205,31 @@ def test_cancel_leaves_no_file_at_all(real_cli, sample_osm, tmp_path):
 
 
 @pytest.mark.parametrize("real_cli", ["augment"], indirect=True)
-def test_real_augment(real_cli, sample_osm, tmp_path):
+def test_real_augment_loads_styled_mosaics(real_cli, sample_osm, tmp_path):
     import json
 
     import processing
+    from qgis.core import QgsProcessingFeedback, QgsProject
 
     model = tiny_model_or_skip()
-    results = processing.run(
+    project = QgsProject.instance()
+    project.removeAllMapLayers()
+    feedback = QgsProcessingFeedback()
+    results = processing.runAndLoadResults(
         "geodiff:augment",
-        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model, "STEPS": 1,
-         "DEVICE": 1, "N_TILES": 2, "FORMAT": 1, "OUTPUT_FOLDER": str(tmp_path / "aug")},
+        {"EXTENT": extent(osm_bounds(sample_osm)), "FILE": str(sample_osm), "MODEL_FOLDER": model,
+         "STEPS": 1, "DEVICE": 1, "N_TILES": 2, "FORMAT": 0, "OUTPUT_FOLDER": str(tmp_path / "aug")},
+        feedback=feedback,
     )  # fmt: skip
     manifest = json.loads(Path(results["MANIFEST"]).read_text())
     assert manifest["n_samples"] == 2
     assert len(list((tmp_path / "aug" / "images").iterdir())) == 2
+    assert "2 tiles x 1 samples: 2 windows of the model" in feedback.textLog()
+    layers = {layer.name().split(" · ")[0]: layer for layer in project.mapLayers().values()}
+    assert sorted(layers) == ["Image tiles", "Mask tiles"]
+    masks = layers["Mask tiles"]
+    assert masks.renderer().type() == "paletted"
+    assert [c.label for c in masks.renderer().classes()][:5] == [c["name"] for c in manifest["classes"]]
+    check_raster(masks.source(), osm_bounds(sample_osm), "EPSG:4326", bands=1)
+    assert layers["Image tiles"].bandCount() == 3
+    project.removeAllMapLayers()

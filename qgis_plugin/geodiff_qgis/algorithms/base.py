@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -18,12 +19,22 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..cli import EXECUTABLE_SETTING, find_executable, run_geodiff
+from ..cli import (
+    EXECUTABLE_SETTING,
+    MAX_WINDOWS_SETTING,
+    find_executable,
+    geodiff_version,
+    plugin_version,
+    run_geodiff,
+)
+from ..styles import style_on_load
 
 OSM_ATTRIBUTION = "Map data (c) OpenStreetMap contributors, ODbL (https://www.openstreetmap.org/copyright)"
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
+HELP_PAGE = PLUGIN_DIR / "help" / "index.html"
 # Measured, not guessed: bench/results/cpu.md and the model card (2 CPU threads, 20 DPM-Solver++ steps).
 CPU_SECONDS_PER_WINDOW = 5
+MIN_RESOLUTION = 0.05  # metres per pixel: finer than any aerial model; keeps the dialog's spin box above 0
 
 # The CLI's option names in its messages, said in terms of this dialog's parameters.
 CLI_TERMS = {
@@ -38,6 +49,12 @@ CLI_TERMS = {
     "--steps": "'Denoising steps'",
     "--seed": "'Random seed'",
     "--device cpu": "'Device' = cpu",
+    "--guidance-scale": "'Guidance scale'",
+    "--threads": "'CPU threads'",
+    "--seeds-per-window": "'Samples per tile'",
+    "--windows": "'Polygon layer'",
+    "--area": "'Area for random tiles'",
+    "--format": "'Tile format'",
     "--device": "'Device'",
     "--bbox": "'Area'",
     "--n-windows": "'Number of tiles'",
@@ -81,11 +98,17 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
         return str(PLUGIN_DIR / "icons" / self.ICON)
 
     def helpUrl(self):  # noqa: N802
-        # no public homepage yet: the plugin's own README, shipped inside the plugin
-        return QUrl.fromLocalFile(str(PLUGIN_DIR / "README.md")).toString()
+        # no public homepage yet: the help page shipped inside the plugin (and its zip), at this algorithm
+        url = QUrl.fromLocalFile(str(HELP_PAGE))
+        url.setFragment(self.name())
+        return url.toString()
 
-    def add_source_parameters(self, resolution=True):
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Area (extent and its CRS)")))
+    def add_source_parameters(
+        self, resolution=True, area_label="Area (extent and its CRS)", area_optional=False
+    ):
+        self.addParameter(
+            QgsProcessingParameterExtent(self.EXTENT, self.tr(area_label), optional=area_optional)
+        )
         self.addParameter(
             QgsProcessingParameterFile(
                 self.FILE,
@@ -121,6 +144,7 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
                         self.tr(self.RESOLUTION_LABEL),
                         QgsProcessingParameterNumber.Double,
                         optional=True,
+                        minValue=MIN_RESOLUTION,
                     )
                 )
             )
@@ -257,9 +281,56 @@ class GeodiffAlgorithm(QgsProcessingAlgorithm):
 
         return find_executable(ProcessingConfig.getSetting(EXECUTABLE_SETTING))
 
-    def run_cli(self, args, feedback, overwrite=True):
-        """Run geodiff; outputs named in the dialog may be replaced (QGIS's convention), nothing else."""
+    def run_cli(self, args, feedback, overwrite=True, on_plan=None):
+        """Run geodiff; outputs named in the dialog may be replaced (QGIS's convention), nothing else.
+
+        ``on_plan(plan)`` sees the cost geodiff announces before it starts working (see ``check_cost``)."""
+        executable = self.executable()
+        feedback.pushInfo(
+            self.tr("geodiff QGIS plugin {}, geodiff {} ({})").format(
+                plugin_version(), geodiff_version(executable), executable
+            )
+        )
         for note in getattr(self, "notes", []):
             feedback.pushInfo(note)
         extra = ["--progress", "json"] + (["--overwrite"] if overwrite else [])
-        run_geodiff(self.executable(), [*args, *extra], feedback, translate=in_dialog_terms)
+        run_geodiff(executable, [*args, *extra], feedback, translate=in_dialog_terms, on_plan=on_plan)
+
+    def check_cost(self, windows, seconds=None):
+        """Refuse a run above the window limit of Processing > Options > Providers > geodiff."""
+        from processing.core.ProcessingConfig import ProcessingConfig
+
+        limit = int(ProcessingConfig.getSetting(MAX_WINDOWS_SETTING) or 0)
+        if limit and windows > limit:
+            raise QgsProcessingException(
+                self.tr(
+                    "This run needs {} windows of the model (estimated {:.0f} min), above the limit of {} set in "
+                    "Processing > Options > Providers > geodiff: choose a smaller area or raise the limit."
+                ).format(windows, (seconds or 0) / 60, limit)
+            )
+
+    def style_on_load(self, context, path, name, qml=None):
+        """When Processing loads ``path`` (dialog, runAndLoadResults), give it ``name`` and geodiff's style."""
+        style_on_load(context, path, name, qml=qml)
+
+    def layer_name(self, label, parameters, context, seed=None):
+        """``label``, where (the Area's centre in degrees) and the seed: runs side by side stay apart."""
+        where = self.area_centre(parameters, context)
+        parts = (
+            [label]
+            + ([where] if where else [])
+            + ([self.tr("seed {}").format(seed)] if seed is not None else [])
+        )
+        return " · ".join(parts)
+
+    def area_centre(self, parameters, context):
+        """The Area's centre as '60.1550°N 24.9050°E', or None without an Area."""
+        if parameters.get(self.EXTENT) in (None, ""):
+            return None
+        extent = self.parameterAsExtent(
+            parameters, self.EXTENT, context, QgsCoordinateReferenceSystem("EPSG:4326")
+        )
+        if extent.isNull() or extent.isEmpty():
+            return None
+        lat, lon = extent.center().y(), extent.center().x()
+        return f"{abs(lat):.4f}°{'N' if lat >= 0 else 'S'} {abs(lon):.4f}°{'E' if lon >= 0 else 'W'}"

@@ -46,4 +46,5 @@ class RasterizeAlgorithm(GeodiffAlgorithm):
         if self.parameterAsBool(parameters, self.ALLOW_EMPTY, context):
             args.append("--allow-empty")
         self.run_cli(["rasterize", *args, "--out", out], feedback)
+        self.style_on_load(context, out, self.layer_name(self.tr("Semantic map"), parameters, context))
         return {self.OUTPUT: out}

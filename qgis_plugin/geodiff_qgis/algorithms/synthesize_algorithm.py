@@ -1,5 +1,7 @@
 """geodiff:synthesize: OpenStreetMap area -> synthetic aerial RGB GeoTIFF (plus the semantic map it used)."""
 
+import os
+
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterEnum,
@@ -8,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..cli import MAX_WINDOWS_SETTING, describe_plan, installed_models, run_json
+from ..cli import installed_models
 from .base import CPU_SECONDS_PER_WINDOW, OSM_ATTRIBUTION, GeodiffAlgorithm, advanced
 
 
@@ -20,20 +22,23 @@ class SamplingParameters:
     SEED = "SEED"
     STEPS = "STEPS"
     DEVICE = "DEVICE"
-    DEVICES = ["auto", "cpu", "cuda"]
+    # appended only: saved models and scripts keep their index
+    DEVICES = ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(8)]
+    GUIDANCE = "GUIDANCE"
+    THREADS = "THREADS"
 
     def add_sampling_parameters(self):
         self.models = installed_models(self.executable_or_none())
-        self.addParameter(
-            advanced(
-                QgsProcessingParameterEnum(
-                    self.MODEL,
-                    self.tr("Model (installed models; see `geodiff models`)"),
-                    options=self.models,
-                    defaultValue=0,
-                )
-            )
+        model = QgsProcessingParameterEnum(
+            self.MODEL,
+            self.tr("Model (installed models; see `geodiff models`)"),
+            options=self.models,
+            defaultValue=self.models[0],
         )
+        # chosen by name, not by position: saved models, scripts and qgis_process calls keep meaning the same
+        # model when models are installed or removed
+        model.setUsesStaticStrings(True)
+        self.addParameter(advanced(model))
         self.addParameter(
             advanced(
                 QgsProcessingParameterFile(
@@ -69,8 +74,35 @@ class SamplingParameters:
         )
         self.addParameter(
             advanced(
+                QgsProcessingParameterNumber(
+                    self.GUIDANCE,
+                    self.tr(
+                        "Guidance scale (1 = off, higher follows the map more closely; empty: the model's)"
+                    ),
+                    QgsProcessingParameterNumber.Double,
+                    optional=True,
+                    minValue=1.0,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
                 QgsProcessingParameterEnum(
-                    self.DEVICE, self.tr("Device"), options=self.DEVICES, defaultValue=0
+                    self.DEVICE,
+                    self.tr("Device (cuda:N: the N-th GPU)"),
+                    options=self.DEVICES,
+                    defaultValue=0,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    self.THREADS,
+                    self.tr("CPU threads (empty: all cores but one, which QGIS keeps)"),
+                    QgsProcessingParameterNumber.Integer,
+                    optional=True,
+                    minValue=1,
                 )
             )
         )
@@ -80,12 +112,19 @@ class SamplingParameters:
         if folder:
             args = ["--model", folder]
         else:
-            index = self.parameterAsEnum(parameters, self.MODEL, context)
-            args = ["--model", self.models[index]] if 0 <= index < len(self.models) else []
+            name = self.parameterAsEnumString(parameters, self.MODEL, context)
+            args = ["--model", name] if name else []
         args += ["--seed", str(self.parameterAsInt(parameters, self.SEED, context))]
         if parameters.get(self.STEPS) not in (None, ""):
             args += ["--steps", str(self.parameterAsInt(parameters, self.STEPS, context))]
+        if parameters.get(self.GUIDANCE) not in (None, ""):
+            args += ["--guidance-scale", repr(self.parameterAsDouble(parameters, self.GUIDANCE, context))]
         args += ["--device", self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        if parameters.get(self.THREADS) not in (None, ""):
+            threads = self.parameterAsInt(parameters, self.THREADS, context)
+        else:
+            threads = max(1, (os.cpu_count() or 2) - 1)
+        args += ["--threads", str(threads)]
         return args
 
     def executable_or_none(self):
@@ -135,8 +174,6 @@ class SynthesizeAlgorithm(SamplingParameters, GeodiffAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from processing.core.ProcessingConfig import ProcessingConfig
-
         args = self.source_arguments(parameters, context, feedback)
         out = self.output_path(parameters, self.OUTPUT, context)
         mask = self.output_path(parameters, self.MASK_OUTPUT, context)
@@ -144,18 +181,14 @@ class SynthesizeAlgorithm(SamplingParameters, GeodiffAlgorithm):
         # an unset map output is not written: never a file (or a replaced file) the user did not name
         args += ["--mask-out", mask] if mask else ["--no-mask"]
         args += self.sampling_arguments(parameters, context)
-        # what it will cost, before it runs: the CLI's own plan (grid, windows, timed estimate)
-        plan = run_json(self.executable(), ["synth", *args, "--dry-run", "--progress", "json"])
-        feedback.pushInfo(describe_plan(plan))
-        limit = int(ProcessingConfig.getSetting(MAX_WINDOWS_SETTING) or 0)
-        if limit and plan.get("windows", 0) > limit:
-            raise QgsProcessingException(
-                self.tr(
-                    "This area needs {} windows of the model (estimated {:.0f} min), above the limit of {} set in "
-                    "Processing > Options > Providers > geodiff: choose a smaller area or raise the limit."
-                ).format(plan["windows"], (plan.get("seconds_estimate") or 0) / 60, limit)
-            )
-        if feedback.isCanceled():
-            return {}
-        self.run_cli(["synth", *args], feedback)
+        # One process: geodiff's first event is its plan (grid, windows, timed estimate), logged once; a run above
+        # the window limit is stopped right there, before anything is written.
+        self.run_cli(
+            ["synth", *args],
+            feedback,
+            on_plan=lambda plan: self.check_cost(plan.get("windows", 0), plan.get("seconds_estimate")),
+        )
+        seed = self.parameterAsInt(parameters, self.SEED, context)
+        for path, label in ((out, self.tr("Synthetic aerial image")), (mask, self.tr("Semantic map"))):
+            self.style_on_load(context, path, self.layer_name(label, parameters, context, seed))
         return {self.OUTPUT: out, self.MASK_OUTPUT: mask or None}
