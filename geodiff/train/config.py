@@ -14,6 +14,7 @@ from typing import Any
 
 from geodiff.errors import ConfigError, InputNotFoundError
 from geodiff.model.config import ModelConfig
+from geodiff.train.map_augment import MapAugment
 
 
 @dataclass
@@ -22,6 +23,18 @@ class DataSection:
     """A dataset folder built by ``geodiff dataset build``."""
     crop: int = 128
     """Training crop side in pixels (the U-Net is convolutional; inference uses full tiles)."""
+    zoom_prob: float = 0.0
+    """Diffusion training: probability of zooming a crop (:mod:`geodiff.train.map_augment`); 0 = off."""
+    zoom_min: float = 0.7
+    zoom_max: float = 1.6
+    """The zoom's source square, as multiples of the crop (log-uniform between them)."""
+    osm_style_prob: float = 0.0
+    """Diffusion training: probability of redrawing a crop's map the way OSM draws it; 0 = off."""
+    drop_prob: float = 0.15
+    """In an OSM-style map: probability that a building, water or vegetation feature is left unmapped."""
+
+    def map_augment(self) -> MapAugment:
+        return MapAugment(self.zoom_prob, self.zoom_min, self.zoom_max, self.osm_style_prob, self.drop_prob)
 
 
 @dataclass
@@ -257,6 +270,14 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(f"{source}: run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
     if cfg.data.crop % cfg.model.latent_factor or cfg.data.crop < 8:
         raise ConfigError(f"{source}: data.crop={cfg.data.crop} must be a multiple of the autoencoder factor")
+    for key in ("zoom_prob", "osm_style_prob", "drop_prob"):
+        if not 0 <= getattr(cfg.data, key) <= 1:
+            raise ConfigError(f"{source}: data.{key} = {getattr(cfg.data, key)} must be between 0 and 1")
+    if not 0 < cfg.data.zoom_min <= cfg.data.zoom_max:
+        raise ConfigError(
+            f"{source}: data.zoom_min = {cfg.data.zoom_min} and zoom_max = {cfg.data.zoom_max} must satisfy "
+            "0 < zoom_min <= zoom_max (multiples of the crop, e.g. 0.7 and 1.6)"
+        )
     if not cfg.data.path:
         raise ConfigError(f"{source}: data.path is required (a folder made by `geodiff dataset build`)")
     return cfg

@@ -28,6 +28,7 @@ from geodiff.errors import DataError, InputNotFoundError
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import DEFAULT_RESOLUTION_M, TILE_SIZE
 from geodiff.train.colors import get_table, map_colors
+from geodiff.train.map_augment import MapAugment, augment_pair
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -399,10 +400,17 @@ class TileDataset:
         Random crop side (train) or centre crop (``augment=False``); ``None`` keeps whole tiles.
     augment
         Random crops and one of the 8 rotations/flips (aerial imagery has no preferred orientation).
+    map_augment
+        With ``augment``: zoom and OSM-style map redrawing (:mod:`geodiff.train.map_augment`); ``None`` = off.
     """
 
     def __init__(
-        self, path: str | Path, split: str = "train", crop: int | None = None, augment: bool = True
+        self,
+        path: str | Path,
+        split: str = "train",
+        crop: int | None = None,
+        augment: bool = True,
+        map_augment: MapAugment | None = None,
     ) -> None:
         manifest, images, masks, sp = load_dataset(path)
         if split not in ("train", "val", "all"):
@@ -415,6 +423,7 @@ class TileDataset:
         self.images, self.masks = images[keep], masks[keep]
         self.crop = crop
         self.augment = augment
+        self.map_augment = map_augment if map_augment is not None and map_augment.active else None
         t = self.images.shape[1]
         if crop is not None and not 0 < crop <= t:
             raise DataError(f"crop {crop} must be between 1 and the tile size {t}")
@@ -429,7 +438,16 @@ class TileDataset:
 
         img, m = self.images[i], self.masks[i]
         t = img.shape[0]
-        if self.crop is not None and self.crop < t:
+        styled = None
+        if self.augment and self.map_augment is not None:
+            # a numpy stream drawn from the torch generator keeps batches reproducible and resumable
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            styled = augment_pair(
+                img, m, self.crop, self.map_augment, np.random.default_rng(seed), self.manifest["resolution_m"]
+            )
+        if styled is not None:
+            img, m = styled
+        elif self.crop is not None and self.crop < t:
             if self.augment:
                 r, c = torch.randint(0, t - self.crop + 1, (2,), generator=generator).tolist()
             else:

@@ -545,7 +545,9 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 f"{cfg.source}: data.crop={cfg.data.crop} must be a multiple of {sec.pretrained}'s autoencoder "
                 f"factor ({pretrained.latent_factor})"
             )
-    ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop)
+    ds = TileDataset(
+        cfg.resolve(cfg.data.path), "train", crop=cfg.data.crop, map_augment=cfg.data.map_augment()
+    )
     check_num_classes(ds.manifest)
     if abs(ds.manifest["resolution_m"] - cfg.model.resolution_m) > 1e-6:
         raise ConfigError(
