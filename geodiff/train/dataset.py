@@ -443,7 +443,12 @@ class TileDataset:
             # a numpy stream drawn from the torch generator keeps batches reproducible and resumable
             seed = int(torch.randint(2**62, (1,), generator=generator))
             styled = augment_pair(
-                img, m, self.crop, self.map_augment, np.random.default_rng(seed), self.manifest["resolution_m"]
+                img,
+                m,
+                self.crop,
+                self.map_augment,
+                np.random.default_rng(seed),
+                self.manifest["resolution_m"],
             )
         if styled is not None:
             img, m = styled

@@ -27,9 +27,24 @@ from scipy import ndimage
 from geodiff.classes import BACKGROUND, BUILDING, IGNORE, ROAD, ROAD_WIDTHS_M, VEGETATION, WATER
 
 # The widths the rasterizer gives the common urban highway types, in metres (unique, ascending).
-STANDARD_ROAD_WIDTHS_M = np.array(sorted({ROAD_WIDTHS_M[k] for k in ("service", "residential", "tertiary",
-                                                                    "secondary", "primary", "trunk",
-                                                                    "motorway", "footway", "track")}))
+STANDARD_ROAD_WIDTHS_M = np.array(
+    sorted(
+        {
+            ROAD_WIDTHS_M[k]
+            for k in (
+                "service",
+                "residential",
+                "tertiary",
+                "secondary",
+                "primary",
+                "trunk",
+                "motorway",
+                "footway",
+                "track",
+            )
+        }
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -85,13 +100,14 @@ def road_centre_lines(road: np.ndarray, resolution_m: float) -> np.ndarray:
     ridge = road & (dist >= ndimage.maximum_filter(dist, size=3) - 0.5) & (dist >= 1.0)
     out = np.zeros_like(road)
     widths_px = STANDARD_ROAD_WIDTHS_M / resolution_m
-    snapped = np.abs(2 * dist[ridge][:, None] - widths_px[None, :]).argmin(1)
+    # a pixel-centre distance overstates the half-width by half a pixel on each side
+    snapped = np.abs((2 * dist[ridge] - 1)[:, None] - widths_px[None, :]).argmin(1)
     rows, cols = np.nonzero(ridge)
     for k in np.unique(snapped):
         seeds = np.zeros_like(road)
         sel = snapped == k
         seeds[rows[sel], cols[sel]] = True
-        out |= ndimage.distance_transform_edt(~seeds) <= widths_px[k] / 2
+        out |= ndimage.distance_transform_edt(~seeds) <= (widths_px[k] - 1) / 2
     return out
 
 
