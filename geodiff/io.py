@@ -340,8 +340,8 @@ class Transaction:
                 if exc.errno not in _NO_HARD_LINKS:
                     raise
                 os.rename(target, entry.backup)  # no hard links here: the name is absent for a moment
+            entry.published = True  # from here on, undo puts the backup back
             os.replace(tmp, target)
-            entry.published = True
             return
         try:
             os.link(tmp, target)  # fails if the name exists, atomically
@@ -370,7 +370,10 @@ class Transaction:
                 continue
             with contextlib.suppress(OSError):
                 if entry.backup is not None:
-                    os.replace(entry.backup, entry.target)
+                    if _identity(entry.target) == _identity(entry.backup):
+                        entry.backup.unlink()  # the old file is still there (rename of a hard link is a no-op)
+                    else:
+                        os.replace(entry.backup, entry.target)
                 elif _identity(entry.target) in entry.ours:
                     entry.target.unlink()
             entry.published = False

@@ -108,7 +108,7 @@ def evaluate(
         raise InputNotFoundError(f"--data {data} does not exist")
     if seg_net is not None and not seg_net.exists():
         raise InputNotFoundError(f"--seg-net {seg_net} does not exist: leave it out to train one")
-    check_evaluation(steps, limit, seed, segnet_steps, seam_size)
+    check_evaluation(steps, limit, seed, segnet_steps, seam_size, mask_colors)
     tx = report_transaction(out_dir, overwrite)  # checks --out before any work
     use_threads(threads)
     progress = make_progress(progress_mode, "evaluate")

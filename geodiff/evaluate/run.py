@@ -223,7 +223,7 @@ def evaluate_model(
     from geodiff.evaluate.report import report_transaction
 
     t0 = time.monotonic()
-    check_evaluation(steps, limit, seed, segnet_steps, seam_size)
+    check_evaluation(steps, limit, seed, segnet_steps, seam_size, colors)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise InputNotFoundError(f"Inception weights {inception_weights} not found")
     out = Path(out_dir)
@@ -332,8 +332,18 @@ def evaluate_model(
         return rep
 
 
-def check_evaluation(steps: int, limit: int, seed: int, segnet_steps: int, seam_size: int) -> None:
+def check_evaluation(
+    steps: int, limit: int, seed: int, segnet_steps: int, seam_size: int, colors: str | None = None
+) -> None:
     """Refuse unusable evaluation settings before any work."""
+    from geodiff.errors import DataError
+    from geodiff.train.colors import get_table
+
+    if colors is not None:
+        try:
+            get_table(colors)
+        except DataError as exc:
+            raise InvalidParameterError(f"--mask-colors: {exc}") from None
     if steps < 1 or limit < 2:
         raise InvalidParameterError("steps must be >= 1 and limit >= 2 (KID needs at least two tiles)")
     if not 0 <= seed < 2**32:
