@@ -207,20 +207,39 @@ def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
             ) from exc
         return
     check_dataset_output(out, overwrite)
-    old = _is_geodiff_dataset(out) or {}
-    # replace only what geodiff wrote: the old manifest's samples and the manifests themselves
-    for rec in old.get("samples", []):
+    from geodiff.io import Transaction
+
+    listed = _listed_files(_is_geodiff_dataset(out) or {})
+    tx = Transaction(overwrite=True)
+    written: set[str] = set()
+    with tx:  # all new samples and the manifests, or nothing: the old dataset stays whole until then
+        for sub in ("images", "masks"):
+            tx.mkdir(out / sub)
+            for item in sorted((tmp / sub).iterdir()):
+                rel = f"{sub}/{item.name}"
+                if (out / rel).exists() and rel not in listed:
+                    raise InvalidParameterError(
+                        f"{out / rel} is not a file of the dataset geodiff wrote (its manifest does not list "
+                        "it): it was kept and nothing was changed; move it away or choose a new folder"
+                    )
+                tx.add(item, out / rel)
+                written.add(rel)
+        tx.add(tmp / "manifest.csv", out / "manifest.csv")
+        tx.add(tmp / "manifest.json", out / "manifest.json")  # last: the folder is complete when it changes
+    for rel in listed - written:
+        with contextlib.suppress(FileNotFoundError):
+            (out / rel).unlink()  # old samples the new manifest does not list
+
+
+def _listed_files(manifest: dict[str, Any]) -> set[str]:
+    """The sample files a geodiff manifest lists (the only ones ``--overwrite`` may replace or remove)."""
+    listed = set()
+    for rec in manifest.get("samples", []):
         for key in ("image", "mask"):
             rel = str(rec.get(key, ""))
             if rel.startswith(("images/", "masks/")) and ".." not in rel:
-                with contextlib.suppress(FileNotFoundError):
-                    (out / rel).unlink()
-    for sub in ("images", "masks"):
-        (out / sub).mkdir(exist_ok=True)
-        for item in (tmp / sub).iterdir():
-            os.replace(item, out / sub / item.name)
-    os.replace(tmp / "manifest.csv", out / "manifest.csv")
-    os.replace(tmp / "manifest.json", out / "manifest.json")  # last: the folder is complete when it changes
+                listed.add(rel)
+    return listed
 
 
 def generate_dataset(
@@ -328,7 +347,12 @@ def generate_dataset(
         batch_size=batch_size,
     )
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a folder in {out.parent} ({exc.strerror or exc}): choose a writable folder for --out"
+        ) from exc
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder should get normal permissions
@@ -460,8 +484,11 @@ def _write_manifests(root: Path, records: list[dict[str, Any]], info: dict[str, 
         "n_samples": len(records),
         "samples": records,
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    with open(root / "manifest.csv", "w", newline="") as fh:
+    from geodiff.io import atomic_path  # flushed and checked like every output; a full disk is one line
+
+    with atomic_path(root / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    with atomic_path(root / "manifest.csv") as tmp, open(tmp, "w", newline="") as fh:
         if records:
             writer = csv.DictWriter(fh, fieldnames=list(records[0]))
             writer.writeheader()

@@ -141,8 +141,9 @@ def _file_identity(path: Path | None) -> list[Any] | None:
     return [str(path), st.st_size, int(st.st_mtime)]
 
 
-def plan_fingerprint(plan: SynthPlan) -> str:
-    """What decides a run's pixels: area, grid, windows, strips, sampling, model, map source, geodiff version.
+def plan_fingerprint(plan: SynthPlan, threads: int = 1) -> str:
+    """What decides a run's pixels: area, grid, windows, strips, sampling, model, map source, geodiff version,
+    and the batch size and torch threads (they change the order of float sums, so a few values by one level).
     A run folder is resumed only by the same fingerprint."""
     g = plan.grid
     model_files = []
@@ -164,6 +165,7 @@ def plan_fingerprint(plan: SynthPlan) -> str:
         ],  # fmt: skip
         "strips": plan.strips,
         "sampling": [plan.seed, plan.steps, plan.sampler, plan.guidance_scale, plan.blend],
+        "arithmetic": [plan.batch_size, threads],
         "device_type": plan.device.split(":")[0],
         "model": [plan.model.name, plan.model.config.to_dict(), model_files],
         "source": [
@@ -184,14 +186,18 @@ class RunFolder:
     n_strips: int
 
     @classmethod
-    def open(cls, plan: SynthPlan) -> RunFolder:
+    def open(cls, plan: SynthPlan, threads: int = 1) -> RunFolder:
         """The run folder of ``plan``'s output: resumed if it holds the same request, else created.
 
         A folder left by a different request is kept unless ``plan.overwrite``: it is someone's unfinished work.
         """
         out = Path(plan.out_path)  # type: ignore[arg-type]
         path = out.with_name(out.name + RUN_SUFFIX)
-        fp = plan_fingerprint(plan)
+        if path.exists() and not path.is_dir():
+            raise InvalidParameterError(
+                f"{path} exists and is not a folder: geodiff keeps a run's finished strips there; move it away"
+            )
+        fp = plan_fingerprint(plan, threads)
         manifest = path / "run.json"
         if path.exists():
             try:
@@ -205,11 +211,17 @@ class RunFolder:
                         "finish it, or pass --overwrite to discard it"
                     )
                 shutil.rmtree(path)
-        path.mkdir(exist_ok=True)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the run folder {path}: {exc.strerror or exc}") from exc
         if not manifest.exists():
-            tmp = manifest.with_name(".run.json.tmp")
-            tmp.write_text(json.dumps({"fingerprint": fp, "strips": len(plan.strips), "output": str(out)}))
-            os.replace(tmp, manifest)
+            from geodiff.io import atomic_path
+
+            with atomic_path(manifest) as tmp:
+                tmp.write_text(
+                    json.dumps({"fingerprint": fp, "strips": len(plan.strips), "output": str(out)})
+                )
         return cls(path, fp, len(plan.strips))
 
     def _file(self, index: int) -> Path:
@@ -292,7 +304,7 @@ def synthesize_distributed(
         raise InvalidParameterError("the plan has no output path: plan_synthesis(bbox, out_path, ...)")
     settings = settings or get_settings()
     started = time.monotonic()
-    run = RunFolder.open(plan)
+    run = RunFolder.open(plan, threads_per_worker)
     n = len(plan.strips)
     done = run.done()
     if done and on_event is not None:

@@ -218,18 +218,20 @@ def rasterize_to_file(
 ) -> tuple[np.ndarray, Grid]:
     """:func:`rasterize_bbox`, then write the class-map GeoTIFF (and a colour PNG ``preview``).
 
-    Outputs are checked before any data is read (existing files need ``overwrite``) and written atomically.
-    Returns ``(class_map, grid)``.
+    Outputs are checked before any data is read (existing files need ``overwrite``) and published together
+    (map, style, preview: all or none). Returns ``(class_map, grid)``.
     """
-    from geodiff.io import check_output_paths, write_class_map, write_class_preview
+    from geodiff.io import Transaction, write_class_map, write_class_preview
 
-    check_output_paths([out_path, preview], overwrite)
+    tx = Transaction(overwrite)
+    tx.claim([p for p in (out_path, preview) if p is not None])
     class_map, grid = rasterize_bbox(
         bbox, resolution=resolution, crs=crs, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, allow_empty=allow_empty, settings=settings, progress=progress,
     )  # fmt: skip
     tags = {**bbox.tags(), "SOURCE": str(osm_path or vector_path or "overpass")}
-    write_class_map(out_path, class_map, grid, tags=tags, overwrite=overwrite)
-    if preview is not None:
-        write_class_preview(preview, class_map, overwrite=overwrite)
+    with tx:
+        write_class_map(out_path, class_map, grid, tags=tags, overwrite=overwrite, tx=tx)
+        if preview is not None:
+            write_class_preview(preview, class_map, overwrite=overwrite, tx=tx)
     return class_map, grid

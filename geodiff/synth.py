@@ -296,7 +296,7 @@ def plan_synthesis(
     InvalidParameterError, InvalidBBoxError, AreaTooLargeError, ModelError
         Before any data is read or any weights are loaded (the size check uses the model's config only).
     """
-    from geodiff.io import check_output_paths
+    from geodiff.io import check_output_paths, check_style_paths
 
     settings = settings or get_settings()
     box = parse_bbox(bbox)
@@ -324,6 +324,7 @@ def plan_synthesis(
     if out is not None and write_mask:
         mask = Path(mask_out) if mask_out is not None else default_mask_path(out)
     check_output_paths([out, mask], overwrite)
+    check_style_paths([out, mask])
     guidance = cfg.guidance(guidance_scale)
     plan = SynthPlan(
         box,
@@ -697,21 +698,21 @@ def synthesize(
 def output_sink(plan: SynthPlan, tags: dict[str, str]) -> Iterator[RowSink]:
     """Open the plan's outputs (atomic; COG when the plan says so) and yield a :data:`RowSink` writing to them.
 
-    The files appear under their names only when the block completes.
+    The files (image, mask and their styles) appear under their names together, only when the block completes.
     """
     from rasterio.windows import Window
 
-    from geodiff.io import class_map_writer, rgb_writer
+    from geodiff.io import Transaction, class_map_writer, rgb_writer
 
     grid = plan.grid
-    with contextlib.ExitStack() as stack:
+    with Transaction(plan.overwrite) as tx, contextlib.ExitStack() as stack:
         rgb_dst = stack.enter_context(
-            rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog)
+            rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog, tx=tx)
         )
         mask_dst = None
         if plan.mask_path is not None:
             mask_dst = stack.enter_context(
-                class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog)
+                class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog, tx=tx)
             )
 
         def sink(rgb_rows: np.ndarray, class_rows: np.ndarray, row: int) -> None:

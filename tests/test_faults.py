@@ -8,6 +8,7 @@ corrupt weights, a truncated .pbf, a crafted checkpoint, malformed settings.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -321,3 +322,366 @@ def test_write_class_map_refuses_to_replace_by_default(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="already exists"):
         write_class_map(target, np.zeros(grid.shape, np.uint8), grid)
     assert target.read_bytes() == b"old"
+
+
+# --- outputs of several files: one unit ---------------------------------------------------------------------
+# Each publishing step (a hard link or rename in geodiff.io) is made to fail in turn: a full disk (ENOSPC) or
+# SIGTERM (the exception geodiff's CLI turns it into). Before the last rename nothing new may remain and every
+# old file must be intact.
+
+
+class _FailAt:
+    """Wrap os.link / os.replace / os.rename so that the ``n``-th publishing call raises ``exc``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, n: int, exc: BaseException) -> None:
+        self.n, self.exc, self.calls = n, exc, 0
+        for name in ("link", "replace", "rename"):
+            real = getattr(os, name)
+            monkeypatch.setattr(os, name, self._wrap(real))
+
+    def _wrap(self, real):  # noqa: ANN001, ANN202
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.calls += 1
+            if self.calls == self.n:
+                raise self.exc
+            return real(*args, **kwargs)
+
+        return call
+
+
+def _three_file_transaction(folder: Path, overwrite: bool) -> None:
+    from geodiff.io import Transaction
+
+    with Transaction(overwrite) as tx:
+        for name in ("a.tif", "a.mask.tif", "a.qml"):
+            with tx.stage(folder / name) as tmp:
+                tmp.write_text(f"new {name}")
+
+
+def _terminated() -> BaseException:
+    from geodiff.cli import Terminated
+
+    return Terminated(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("fault", ["enospc", "sigterm"])
+def test_a_failure_at_each_publish_step_leaves_the_old_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool, fault: str
+) -> None:
+    names = ("a.tif", "a.mask.tif", "a.qml")
+    steps = 0
+    while True:  # fail the 1st, 2nd, ... publishing call until the transaction gets through
+        steps += 1
+        folder = tmp_path / f"{steps}"
+        folder.mkdir()
+        if overwrite:
+            for name in names:
+                (folder / name).write_text(f"old {name}")
+        exc = OSError(errno.ENOSPC, "No space left on device") if fault == "enospc" else _terminated()
+        with monkeypatch.context() as m:
+            fail = _FailAt(m, steps, exc)
+            try:
+                _three_file_transaction(folder, overwrite)
+            except (OSError, KeyboardInterrupt) as raised:
+                if fault == "enospc":
+                    assert isinstance(raised, OutputError) and "free some disk space" in str(raised)
+                else:
+                    assert raised is exc
+                expected = {n: f"old {n}" for n in names} if overwrite else {}
+                assert {p.name: p.read_text() for p in folder.iterdir()} == expected, f"step {steps}"
+                continue
+        assert fail.calls >= len(names)  # every file went through a rename: the loop covered each of them
+        assert {p.name: p.read_text() for p in folder.iterdir()} == {n: f"new {n}" for n in names}
+        break
+    assert steps > len(names)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("late", ["a.tif", "a.mask.tif", "a.qml"])
+def test_a_file_appearing_at_any_output_name_keeps_everything(
+    tmp_path: Path, overwrite: bool, late: str
+) -> None:
+    from geodiff.io import Transaction
+
+    with pytest.raises(OutputError, match="created by someone else"), Transaction(overwrite) as tx:
+        for name in ("a.tif", "a.mask.tif", "a.qml"):
+            with tx.stage(tmp_path / name) as tmp:
+                tmp.write_text("new")
+        (tmp_path / late).write_text("theirs")  # another run finished first, after this one's check
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {late: "theirs"}
+
+
+def test_a_full_disk_while_staging_the_second_file_leaves_nothing(tmp_path: Path) -> None:
+    from geodiff.io import Transaction
+
+    (tmp_path / "b.json").write_text("old")
+    with pytest.raises(OutputError, match="free some disk space"), Transaction(overwrite=True) as tx:
+        with tx.stage(tmp_path / "a.npz") as tmp:
+            tmp.write_text("new")
+        with tx.stage(tmp_path / "b.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"b.json": "old"}
+
+
+def test_rasterize_publishes_map_style_and_preview_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(tmp_path / "m.tif"), "--preview",
+            str(tmp_path / "m.png"), "--progress", "none"]  # fmt: skip
+    with monkeypatch.context() as m:
+        _FailAt(m, 3, OSError(errno.ENOSPC, "No space left on device"))  # the preview, after map and style
+        assert main(argv) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "m.qml", "m.tif"]
+
+
+def test_synth_keeps_the_old_pair_when_the_mask_cannot_be_published(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = dict(osm_path=TOWN, model=tiny_model, steps=2, device="cpu", seed=1)
+    synthesize(parse_bbox(BOX), tmp_path / "a.tif", **args)
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(old) == ["a.mask.qml", "a.mask.tif", "a.qml", "a.tif"]
+    with monkeypatch.context() as m:
+        _FailAt(m, 6, _terminated())  # link(old, backup) + replace per file: the 6th call is the mask's
+        with pytest.raises(KeyboardInterrupt):
+            synthesize(parse_bbox(BOX), tmp_path / "a.tif", overwrite=True, **{**args, "seed": 2})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+
+
+def test_two_rasters_sharing_one_style_file_are_refused(tmp_path: Path, tiny_model: Path) -> None:
+    argv = ["synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out",
+            str(tmp_path / "z.tif"), "--mask-out", str(tmp_path / "z.tiff")]  # fmt: skip
+    assert main(argv) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- folder outputs -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mask_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_dataset import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("masks"), n=2, size=(140, 140))
+
+
+def _build(src: Path, out: Path, *extra: str) -> int:
+    return main(["dataset", "build", "--images", str(src), "--out", str(out), "--tile-size", "64",
+                 "--val-fraction", "0.5", "--progress", "none", *extra])  # fmt: skip
+
+
+def test_dataset_build_refuses_a_users_files_even_with_overwrite(tmp_path: Path, mask_folder: Path) -> None:
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "tiles.npz").write_text("mine")
+    assert _build(mask_folder, out) == 2
+    assert _build(mask_folder, out, "--overwrite") == 2  # not a dataset geodiff wrote: never replaced
+    assert [p.name for p in out.iterdir()] == ["tiles.npz"] and (out / "tiles.npz").read_text() == "mine"
+
+
+def test_dataset_build_replaces_only_its_own_files(tmp_path: Path, mask_folder: Path) -> None:
+    out = tmp_path / "ds"
+    assert _build(mask_folder, out) == 0
+    (out / "notes.md").write_text("mine")
+    assert _build(mask_folder, out) == 2  # no --overwrite
+    assert _build(mask_folder, out, "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.md", "tiles.npz"]
+
+
+def test_dataset_build_keeps_a_dataset_that_appears_during_the_run(
+    tmp_path: Path, mask_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geodiff.train.dataset as ds
+
+    out = tmp_path / "ds"
+    real = ds._encode
+
+    def encode_and_race(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if not out.exists():  # another build publishes the same folder while this one cuts tiles
+            out.mkdir()
+            (out / "manifest.json").write_text("theirs")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ds, "_encode", encode_and_race)
+    assert _build(mask_folder, out) == OutputError.exit_code
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "theirs"
+
+
+@pytest.mark.parametrize("value", ["nan", "0", "-1", "inf"])
+def test_dataset_build_refuses_a_resolution_that_is_not_a_positive_number(
+    tmp_path: Path, mask_folder: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    assert _build(mask_folder, tmp_path / "ds", "--resolution", value) == 2
+    assert "--resolution" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_between_tiles_and_manifest_leaves_the_old_dataset(
+    tmp_path: Path, mask_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "ds"
+    assert _build(mask_folder, out) == 0
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    with monkeypatch.context() as m:
+        _FailAt(m, 4, OSError(errno.ENOSPC, "No space left on device"))  # the manifest's replace
+        assert _build(mask_folder, out, "--overwrite", "--tile-size", "128") == OutputError.exit_code
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--segnet-steps", "-5"], "--segnet-steps"),
+        (["--seam-size", "-1"], "--seam-size"),
+        (["--seed", "-1"], "--seed"),
+        (["--mask-colors", "nosuch"], "unknown colour table"),
+        (["--threads", "100000"], "--threads"),
+    ],
+)
+def test_evaluate_refuses_bad_values_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str
+) -> None:
+    code = main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "eval"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_evaluate_out_that_is_not_a_folder_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    out = tmp_path / "eval"
+    out.write_text("mine") if kind == "file" else os.mkfifo(out)
+    assert main(["evaluate", "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert "give a folder" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_folder_with_a_users_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "summary.md").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["evaluate", "--data", str(tmp_path), "--out", str(out), *extra]) == 2
+    assert (out / "summary.md").read_text() == "mine"
+
+
+def test_augment_overwrite_keeps_a_user_file_at_a_generated_name(tmp_path: Path) -> None:
+    from geodiff.augment import MANIFEST_FORMAT, _finalise
+
+    out, staging = tmp_path / "ds", tmp_path / ".ds.partial"
+    for folder in (out, staging):
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+    listed = {"format": MANIFEST_FORMAT, "samples": [{"image": "images/w0.png", "mask": "masks/w0.png"}]}
+    (out / "manifest.json").write_text(json.dumps(listed))
+    for rel in ("images/w0.png", "masks/w0.png", "images/w1.png"):  # images/w1.png: the user's own
+        (out / rel).write_text(f"old {rel}")
+    for rel in ("images/w0.png", "masks/w0.png", "images/w1.png", "masks/w1.png", "manifest.csv"):
+        (staging / rel).write_text(f"new {rel}")
+    (staging / "manifest.json").write_text("new")
+    before = {p: p.read_text() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="not a file of the dataset geodiff wrote"):
+        _finalise(staging, out, overwrite=True)
+    assert {p: p.read_text() for p in out.rglob("*") if p.is_file()} == before
+
+
+# --- one line, never a traceback ------------------------------------------------------------------------------
+
+
+def test_an_os_error_anywhere_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import geodiff.rasterize
+
+    def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache.json"))
+
+    monkeypatch.setattr(geodiff.rasterize, "rasterize_bbox", full)
+    argv = [
+        "rasterize",
+        "--bbox",
+        BOX,
+        "--osm",
+        str(TOWN),
+        "--out",
+        str(tmp_path / "m.tif"),
+        "--progress",
+        "none",
+    ]
+    assert main(argv) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: No space left") and "cache.json" in err
+
+
+def test_a_memory_error_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import geodiff.rasterize
+
+    def oom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise MemoryError
+
+    monkeypatch.setattr(geodiff.rasterize, "rasterize_bbox", oom)
+    assert main(["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(tmp_path / "m.tif")]) == 2
+    assert "not enough memory" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geodiff.train.loops import _save_checkpoint
+
+    ckpt = tmp_path / "checkpoint.pt"
+    _save_checkpoint(ckpt, {"step": 1})
+
+    def full(obj, f, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        Path(f).write_bytes(b"trunc")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OutputError, match="free some disk space"):
+        _save_checkpoint(ckpt, {"step": 2})
+    assert torch.load(ckpt, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_an_empty_checkpoint_is_one_line(tmp_path: Path) -> None:
+    from geodiff.errors import ConfigError
+    from geodiff.train.loops import _load_checkpoint
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not a geodiff training checkpoint"):
+        _load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
+
+
+def test_a_run_folder_name_taken_by_a_file_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    from geodiff.distributed import RunFolder
+    from geodiff.synth import plan_synthesis
+
+    (tmp_path / "a.tif.run").write_text("mine")
+    plan = plan_synthesis(parse_bbox(BOX), tmp_path / "a.tif", osm_path=TOWN, model=tiny_model, device="cpu")
+    with pytest.raises(ValueError, match="not a folder"):
+        RunFolder.open(plan)
+    assert (tmp_path / "a.tif.run").read_text() == "mine"
+
+
+def test_batch_size_and_threads_are_part_of_the_run_fingerprint(tmp_path: Path, tiny_model: Path) -> None:
+    """They change a few values, so a resume with other values must not mix strips of both."""
+    from geodiff.distributed import plan_fingerprint
+    from geodiff.synth import plan_synthesis
+
+    def fp(batch_size: int, threads: int) -> str:
+        plan = plan_synthesis(parse_bbox(BOX), tmp_path / "a.tif", osm_path=TOWN, model=tiny_model,
+                              device="cpu", batch_size=batch_size)  # fmt: skip
+        return plan_fingerprint(plan, threads)
+
+    assert len({fp(8, 1), fp(4, 1), fp(8, 2)}) == 3 and fp(8, 1) == fp(8, 1)

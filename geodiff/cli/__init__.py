@@ -7,6 +7,7 @@ Each command lives in its own module under ``geodiff.cli`` and is imported lazil
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import signal
 import sys
@@ -99,6 +100,26 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _os_error(exc: OSError | MemoryError) -> tuple[str, int]:
+    """A one-line message and exit code for an OS error no library code turned into a geodiff error."""
+    from geodiff.errors import CorruptFileError, InvalidParameterError, OutputError
+
+    if isinstance(exc, MemoryError):
+        return (
+            "not enough memory for this request: use a smaller area or batch size, or a lower GEODIFF_MAX_PIXELS",
+            InvalidParameterError.exit_code,
+        )
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"{exc.strerror or exc}{where}: free some space or choose a writable folder",
+            OutputError.exit_code,
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"a file name is too long{where}: choose a shorter one", InvalidParameterError.exit_code
+    return f"{exc.strerror or exc}{where}", CorruptFileError.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning geodiff errors into a one-line message and an exit code."""
     try:
@@ -122,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except (OSError, MemoryError) as exc:  # the last net: one line, never a traceback
+        message, code = _os_error(exc)
+        click.echo(f"Error: {message}", err=True)
+        return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0

@@ -104,16 +104,11 @@ def build(
     overwrite: bool,
 ) -> None:
     """Cut tiles from colour-mask folders (--images) or an orthophoto + OSM/vector (--orthophoto)."""
-    from geodiff.train.dataset import build_from_mask_folder, build_from_orthophoto
+    from geodiff.train.dataset import build_from_mask_folder, build_from_orthophoto, dataset_transaction
 
     if (images is None) == (orthophoto is None):
         raise InvalidParameterError("give exactly one of --images DIR or --orthophoto FILE")
-    if out.exists() and not out.is_dir():
-        raise InvalidParameterError(f"--out {out} is a file: give a folder for the dataset")
-    if (out / "manifest.json").exists() and not overwrite:
-        raise InvalidParameterError(f"{out} already holds a dataset: pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise InvalidParameterError(f"output folder {out.parent} does not exist: create it first")
+    tx = dataset_transaction(out, overwrite)  # checks --out before any work
     progress = make_progress(progress_mode, "dataset")
     try:
         if images is not None:
@@ -129,6 +124,7 @@ def build(
                 tolerance=tolerance,
                 jpeg_quality=jpeg_quality,
                 progress=progress,
+                tx=tx,
             )
         else:
             manifest = build_from_orthophoto(
@@ -144,6 +140,7 @@ def build(
                 seed=seed,
                 jpeg_quality=jpeg_quality,
                 progress=progress,
+                tx=tx,
             )
     finally:
         close_progress(progress)

@@ -100,19 +100,16 @@ def evaluate(
     Distances are "seg-feature" KID/FID (that net's encoder features), not Inception FID, unless
     --inception-weights is given. Seam ratio 1.0 means window boundaries are invisible.
     """
-    from geodiff.errors import InputNotFoundError, InvalidParameterError
-    from geodiff.evaluate.run import evaluate_model
+    from geodiff.errors import InputNotFoundError
+    from geodiff.evaluate.report import report_transaction
+    from geodiff.evaluate.run import check_evaluation, evaluate_model
 
     if not data.exists():
         raise InputNotFoundError(f"--data {data} does not exist")
     if seg_net is not None and not seg_net.exists():
         raise InputNotFoundError(f"--seg-net {seg_net} does not exist: leave it out to train one")
-    if (out_dir / "report.json").exists() and not overwrite:
-        raise InvalidParameterError(
-            f"{out_dir} already holds a report: pass --overwrite or choose another --out"
-        )
-    if not out_dir.parent.exists():
-        raise InvalidParameterError(f"output folder {out_dir.parent} does not exist: create it first")
+    check_evaluation(steps, limit, seed, segnet_steps, seam_size, mask_colors)
+    tx = report_transaction(out_dir, overwrite)  # checks --out before any work
     use_threads(threads)
     progress = make_progress(progress_mode, "evaluate")
     try:
@@ -131,6 +128,7 @@ def evaluate(
             colors=mask_colors,
             guidance_scale=guidance_scale,
             progress=progress,
+            tx=tx,
         )
     finally:
         close_progress(progress)

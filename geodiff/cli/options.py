@@ -114,12 +114,29 @@ def threads_option(f: F) -> F:
 def worker_threads(threads: int | None) -> int:
     """``--threads`` for each worker process of --workers/--scheduler (default ``WORKER_THREADS``: several
     workers share the machine's cores)."""
-    return threads or WORKER_THREADS
+    return check_threads(threads) or WORKER_THREADS
+
+
+MAX_THREADS_PER_CORE = 4  # more torch threads than this only thrash (and 100000 exhausts the process)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Refuse a ``--threads`` no machine here can use; returns it."""
+    import os
+
+    from geodiff.errors import InvalidParameterError
+
+    limit = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if threads is not None and threads > limit:
+        raise InvalidParameterError(
+            f"--threads {threads} is more than this machine can use: at most {limit} ({MAX_THREADS_PER_CORE} per core)"
+        )
+    return threads
 
 
 def use_threads(threads: int | None) -> None:
     """Apply ``--threads`` to this process (a shared machine, or several jobs side by side)."""
-    if threads:
+    if check_threads(threads):
         import torch
 
         torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from geodiff.classes import CLASSES, colorize
-from geodiff.io import atomic_path, write_png
+from geodiff.io import Transaction, folder_transaction, write_png
 
 
 def _font() -> ImageFont.ImageFont:
@@ -200,22 +200,45 @@ def write_report(
     out_dir: str | os.PathLike[str],
     report: Mapping[str, Any],
     samples: tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+    tx: Transaction | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``summary.md``, ``samples.png`` and ``per_class_iou.png`` into ``out_dir``.
 
-    ``samples`` is ``(masks, real images, synthetic images)``. Each file is written atomically.
+    ``samples`` is ``(masks, real images, synthetic images)``. The files are published together (with ``tx``:
+    staged there, published with the transaction's other files).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if tx is None:
+        with Transaction(overwrite=True) as own:
+            return write_report(out_dir, report, samples, own)
+    tx.mkdir(out)
     paths = {"json": out / "report.json", "summary": out / "summary.md"}
-    with atomic_path(paths["json"], overwrite=True) as tmp:
+    with tx.stage(paths["json"]) as tmp:
         tmp.write_text(json.dumps(_jsonable(report), indent=2))
-    with atomic_path(paths["summary"], overwrite=True) as tmp:
+    with tx.stage(paths["summary"]) as tmp:
         tmp.write_text(summary_markdown(report))
     if samples is not None and len(samples[0]):
-        paths["samples"] = write_png(out / "samples.png", sample_grid(*samples), overwrite=True)
+        paths["samples"] = write_png(out / "samples.png", sample_grid(*samples), tx=tx)
     fid_ = report.get("map_fidelity")
     if fid_:
         series = {name: fid_[name]["per_class"] for name in ("real", "synthetic") if fid_.get(name)}
-        paths["iou_chart"] = write_png(out / "per_class_iou.png", bar_chart(series), overwrite=True)
+        paths["iou_chart"] = write_png(out / "per_class_iou.png", bar_chart(series), tx=tx)
     return paths
+
+
+REPORT_FILES = ("report.json", "summary.md", "samples.png", "per_class_iou.png", "seams_independent_tiles.png",
+                "seams_blended.png", "segnet/segnet.safetensors", "segnet/segnet.json")  # fmt: skip
+
+
+def _is_report(folder: Path) -> bool:
+    try:
+        rep = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rep, dict) and "map_fidelity" in rep and "meta" in rep
+
+
+def report_transaction(out_dir: str | os.PathLike[str], overwrite: bool) -> Transaction:
+    """Check the report folder before any work (see :func:`geodiff.io.folder_transaction`): its files are
+    replaced only with ``overwrite`` and only if it holds a report geodiff wrote."""
+    return folder_transaction(out_dir, REPORT_FILES, overwrite, _is_report, "an evaluation report")

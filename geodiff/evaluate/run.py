@@ -190,6 +190,7 @@ def evaluate_model(
     model: Any | None = None,
     guidance_scale: float | None = None,
     progress: ProgressCallback | None = None,
+    tx: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the report folder; returns the report dict.
 
@@ -215,105 +216,139 @@ def evaluate_model(
         Local Inception weights file: adds Inception FID (torchmetrics + torch-fidelity).
     colors
         Colour table of RGB colour masks (e.g. ``"dubai_aerial"``); class-id masks need none.
+    tx
+        The :func:`~geodiff.evaluate.report.report_transaction` taken when the run started; by default the
+        folder's report is replaced (only a report geodiff wrote). Every file is published at the end, together.
     """
+    from geodiff.evaluate.report import report_transaction
+
     t0 = time.monotonic()
-    if steps < 1 or limit < 2:
-        raise InvalidParameterError("steps must be >= 1 and limit >= 2 (KID needs at least two tiles)")
+    check_evaluation(steps, limit, seed, segnet_steps, seam_size, colors)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise InputNotFoundError(f"Inception weights {inception_weights} not found")
     out = Path(out_dir)
-    model = model if model is not None else load_model(model_dir, device)
-    tile = int(model.config.tile_size)
-    splits = load_splits(data, tile=tile, colors=colors)
-    train, test = splits["train"], splits["test"]
-    notes: list[str] = []
-    if len(test) < limit:
-        notes.append(f"only {len(test)} held-out tiles available (limit {limit})")
-    ev = test.subset(range(min(limit, len(test))))
+    tx = tx if tx is not None else report_transaction(out, overwrite=True)
+    with tx:  # every file of the folder published together, at the end
+        model = model if model is not None else load_model(model_dir, device)
+        tile = int(model.config.tile_size)
+        splits = load_splits(data, tile=tile, colors=colors)
+        train, test = splits["train"], splits["test"]
+        notes: list[str] = []
+        if len(test) < limit:
+            notes.append(f"only {len(test)} held-out tiles available (limit {limit})")
+        ev = test.subset(range(min(limit, len(test))))
 
-    dev = resolve_device(device)
-    if seg_net is not None:
-        net: SegNet = load_segnet(seg_net, device=dev)
-        seg_path = Path(seg_net)
-    else:
-        net, record = train_segnet(
-            train.images,
-            train.masks,
-            steps=segnet_steps,
+        dev = resolve_device(device)
+        if seg_net is not None:
+            net: SegNet = load_segnet(seg_net, device=dev)
+            seg_path = Path(seg_net)
+        else:
+            net, record = train_segnet(
+                train.images,
+                train.masks,
+                steps=segnet_steps,
+                seed=seed,
+                device=dev,
+                progress=scaled(progress, 0.0, 0.3),
+            )
+            seg_path = save_segnet(net, out / "segnet", record, tx)
+        synth = synthesize_tiles(
+            ev.masks,
+            model,
             seed=seed,
-            device=dev,
-            progress=scaled(progress, 0.0, 0.3),
+            steps=steps,
+            device=device,
+            guidance_scale=guidance_scale,
+            progress=scaled(progress, 0.3, 0.8),
         )
-        seg_path = save_segnet(net, out / "segnet", record)
-    synth = synthesize_tiles(
-        ev.masks,
-        model,
-        seed=seed,
-        steps=steps,
-        device=device,
-        guidance_scale=guidance_scale,
-        progress=scaled(progress, 0.3, 0.8),
-    )
 
-    rep: dict[str, Any] = {}
-    rep["map_fidelity"] = {
-        "real": iou_scores(predict(net, ev.images), ev.masks),
-        "synthetic": iou_scores(predict(net, synth), ev.masks),
-    }
-    dist = seg_feature_distances(net, ev.images, synth, seed=seed)
-    # the autoencoder's sharpness bounds this one: detail the decoder cannot draw never reaches the output
-    dist["synthetic_sharpness"] = sharpness_ratio(ev.images, synth)
-    # floor for comparison: two disjoint real samples (train vs held-out) of the same size
-    ref = train.subset(range(min(len(ev), len(train))))
-    if len(ref) >= 2:
-        dist["real_split_kid"] = kid(
-            extract_features(net, ref.images), extract_features(net, ev.images), seed=seed
-        )[0]
-    if inception_weights is not None:
-        dist["inception_fid"] = inception_fid(ev.images, synth, inception_weights)
-    rep["distance"] = dist
-    report(progress, 0.85, "autoencoder reconstruction")
-    rep["reconstruction"] = autoencoder_reconstruction(model, ev.images)
-    if seam_size:
-        report(progress, 0.9, "seam mosaic")
-        size = max(seam_size // tile, 2) * tile
+        rep: dict[str, Any] = {}
+        rep["map_fidelity"] = {
+            "real": iou_scores(predict(net, ev.images), ev.masks),
+            "synthetic": iou_scores(predict(net, synth), ev.masks),
+        }
+        dist = seg_feature_distances(net, ev.images, synth, seed=seed)
+        # the autoencoder's sharpness bounds this one: detail the decoder cannot draw never reaches the output
+        dist["synthetic_sharpness"] = sharpness_ratio(ev.images, synth)
+        # floor for comparison: two disjoint real samples (train vs held-out) of the same size
+        ref = train.subset(range(min(len(ev), len(train))))
+        if len(ref) >= 2:
+            dist["real_split_kid"] = kid(
+                extract_features(net, ref.images), extract_features(net, ev.images), seed=seed
+            )[0]
+        if inception_weights is not None:
+            dist["inception_fid"] = inception_fid(ev.images, synth, inception_weights)
+        rep["distance"] = dist
+        report(progress, 0.85, "autoencoder reconstruction")
+        rep["reconstruction"] = autoencoder_reconstruction(model, ev.images)
+        if seam_size:
+            report(progress, 0.9, "seam mosaic")
+            size = max(seam_size // tile, 2) * tile
+            try:
+                cmap, real_mosaic, contiguous = _mosaic_map(test, tile, size)
+                seams, naive, blended = measure_seams(
+                    cmap,
+                    model,
+                    seed,
+                    steps,
+                    device,
+                    reference_image=real_mosaic,
+                    guidance_scale=guidance_scale,
+                )
+                tx.mkdir(out)
+                write_png(out / "seams_independent_tiles.png", naive, tx=tx)
+                write_png(out / "seams_blended.png", blended, tx=tx)
+                seams["contiguous_area"] = contiguous
+                seams["note"] = (
+                    "The seam map is a contiguous held-out area (adjacent tiles of one source image); "
+                    "'real_mosaic_at_tile_boundaries' is the real photo's ratio at the same positions (about 1)."
+                    if contiguous
+                    else "The seam map is a mosaic of unrelated held-out masks, so map content also jumps at tile "
+                    "boundaries; 'real_mosaic_at_tile_boundaries' is the ratio real photos get there."
+                )
+                rep["seams"] = seams
+            except InvalidParameterError as exc:
+                notes.append(f"seam ratio skipped: {exc}")
+        rep["meta"] = {
+            "model": str(model_dir) if model_dir is not None else (model.name_or_path or "in-memory"),
+            "data": str(data),
+            "seg_net": str(seg_path),
+            "steps": steps,
+            "guidance_scale": model.config.guidance(guidance_scale),
+            "seed": seed,
+            "n_eval_tiles": len(ev),
+            "n_train_tiles": len(train),
+            "device": str(dev),
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        rep["notes"] = notes
+        from geodiff.evaluate.report import write_report
+
+        n_show = min(6, len(ev))
+        write_report(out, rep, (list(ev.masks[:n_show]), list(ev.images[:n_show]), list(synth[:n_show])), tx)
+        report(progress, 1.0, "report written")
+        return rep
+
+
+def check_evaluation(
+    steps: int, limit: int, seed: int, segnet_steps: int, seam_size: int, colors: str | None = None
+) -> None:
+    """Refuse unusable evaluation settings before any work."""
+    from geodiff.errors import DataError
+    from geodiff.train.colors import get_table
+
+    if colors is not None:
         try:
-            cmap, real_mosaic, contiguous = _mosaic_map(test, tile, size)
-            seams, naive, blended = measure_seams(
-                cmap, model, seed, steps, device, reference_image=real_mosaic, guidance_scale=guidance_scale
-            )
-            out.mkdir(parents=True, exist_ok=True)
-            write_png(out / "seams_independent_tiles.png", naive, overwrite=True)
-            write_png(out / "seams_blended.png", blended, overwrite=True)
-            seams["contiguous_area"] = contiguous
-            seams["note"] = (
-                "The seam map is a contiguous held-out area (adjacent tiles of one source image); "
-                "'real_mosaic_at_tile_boundaries' is the real photo's ratio at the same positions (about 1)."
-                if contiguous
-                else "The seam map is a mosaic of unrelated held-out masks, so map content also jumps at tile "
-                "boundaries; 'real_mosaic_at_tile_boundaries' is the ratio real photos get there."
-            )
-            rep["seams"] = seams
-        except InvalidParameterError as exc:
-            notes.append(f"seam ratio skipped: {exc}")
-    rep["meta"] = {
-        "model": str(model_dir) if model_dir is not None else (model.name_or_path or "in-memory"),
-        "data": str(data),
-        "seg_net": str(seg_path),
-        "steps": steps,
-        "guidance_scale": model.config.guidance(guidance_scale),
-        "seed": seed,
-        "n_eval_tiles": len(ev),
-        "n_train_tiles": len(train),
-        "device": str(dev),
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    rep["notes"] = notes
-    from geodiff.evaluate.report import write_report
-
-    n_show = min(6, len(ev))
-    write_report(out, rep, (list(ev.masks[:n_show]), list(ev.images[:n_show]), list(synth[:n_show])))
-    report(progress, 1.0, "report written")
-    return rep
+            get_table(colors)
+        except DataError as exc:
+            raise InvalidParameterError(f"--mask-colors: {exc}") from None
+    if steps < 1 or limit < 2:
+        raise InvalidParameterError("steps must be >= 1 and limit >= 2 (KID needs at least two tiles)")
+    if not 0 <= seed < 2**32:
+        raise InvalidParameterError(f"--seed must be in [0, 2**32), got {seed}")
+    if segnet_steps < 1:
+        raise InvalidParameterError(f"--segnet-steps must be >= 1, got {segnet_steps}")
+    if seam_size < 0:
+        raise InvalidParameterError(f"--seam-size must be >= 0 (0 skips the seam ratio), got {seam_size}")

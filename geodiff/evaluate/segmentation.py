@@ -7,6 +7,7 @@ plus ``segnet.json`` (architecture, class names, training record).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from torch import nn
 
 from geodiff.classes import CLASS_NAMES, IGNORE, NUM_CLASSES
 from geodiff.errors import InputNotFoundError, InvalidParameterError, ModelError
-from geodiff.io import atomic_path
+from geodiff.io import Transaction
 
 WEIGHTS_NAME = "segnet.safetensors"
 CONFIG_NAME = "segnet.json"
@@ -274,20 +275,31 @@ def iou_scores(pred: np.ndarray, target: np.ndarray, num_classes: int = NUM_CLAS
     }
 
 
-def save_segnet(net: SegNet, folder: str | os.PathLike[str], record: TrainRecord | None = None) -> Path:
-    """Save ``segnet.safetensors`` + ``segnet.json`` into ``folder`` (created if needed), atomically per file."""
+def save_segnet(
+    net: SegNet,
+    folder: str | os.PathLike[str],
+    record: TrainRecord | None = None,
+    tx: Transaction | None = None,
+) -> Path:
+    """Save ``segnet.safetensors`` + ``segnet.json`` into ``folder`` (created if needed), published together
+    (with ``tx``: staged there, published with the transaction's other files)."""
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    own = tx is None
+    tx = Transaction(overwrite=True) if tx is None else tx
+    tx.mkdir(out)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(out / WEIGHTS_NAME, overwrite=True) as tmp:
-        save_file(state, str(tmp))
     meta = {
         "config": asdict(net.config),
         "train": asdict(record) if record else None,
         "format": "geodiff-segnet-1",
     }
-    with atomic_path(out / CONFIG_NAME, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
+    with contextlib.ExitStack() as stack:
+        if own:
+            stack.enter_context(tx)
+        with tx.stage(out / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
+        with tx.stage(out / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2))
     return out
 
 

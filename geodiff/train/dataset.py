@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
-from geodiff.errors import DataError, InputNotFoundError
+from geodiff.errors import DataError, InputNotFoundError, InvalidParameterError
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import DEFAULT_RESOLUTION_M, TILE_SIZE
 from geodiff.train.colors import get_table, map_colors
@@ -70,9 +70,13 @@ def write_dataset(
     val_sources: set[str],
     info: dict[str, Any],
     jpeg_quality: int = 90,
+    tx: Any = None,
 ) -> dict[str, Any]:
-    """Write ``tiles.npz`` + ``manifest.json`` into ``out``; returns the manifest."""
-    from geodiff.io import atomic_path  # here, so training needs no GDAL stack (GPU machines lack it)
+    """Write ``tiles.npz`` + ``manifest.json`` into ``out``, published together; returns the manifest.
+
+    ``tx``: the :class:`geodiff.io.Transaction` of :func:`dataset_transaction` taken when the run started;
+    without one the folder's dataset is replaced (only a dataset geodiff wrote)."""
+    tx = tx if tx is not None else dataset_transaction(out, overwrite=True)
 
     imgs, masks, names, split = [], [], [], []
     hist = np.zeros(256, dtype=np.int64)
@@ -88,32 +92,63 @@ def write_dataset(
         )
     if not any(split) and val_sources:
         raise DataError("the validation split is empty; lower val_fraction's granularity or add more images")
-    out.mkdir(parents=True, exist_ok=True)
     ib, io_ = _blob(imgs)
     mb, mo = _blob(masks)
-    with atomic_path(out / "tiles.npz", overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh, images=ib, image_offsets=io_, masks=mb, mask_offsets=mo, split=np.array(split, np.uint8)
-            )
-    total = int(hist.sum())
-    manifest = {
-        "format": DATASET_FORMAT,
-        **info,
-        "tile_size": int(tiles_size(imgs[0])),
-        "num_tiles": len(imgs),
-        "num_train": len(imgs) - int(sum(split)),
-        "num_val": int(sum(split)),
-        "val_sources": sorted(val_sources),
-        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES],
-        "ignore": IGNORE,
-        "class_fractions": {c.name: round(float(hist[c.id]) / total, 4) for c in CLASSES}
-        | {"ignore": round(float(hist[IGNORE]) / total, 4)},
-        "tiles": names,
-    }
-    with atomic_path(out / "manifest.json", overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
+    tx.mkdir(out)
+    with tx:  # both files or neither
+        with tx.stage(out / "tiles.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    images=ib,
+                    image_offsets=io_,
+                    masks=mb,
+                    mask_offsets=mo,
+                    split=np.array(split, np.uint8),
+                )
+        total = int(hist.sum())
+        manifest = {
+            "format": DATASET_FORMAT,
+            **info,
+            "tile_size": int(tiles_size(imgs[0])),
+            "num_tiles": len(imgs),
+            "num_train": len(imgs) - int(sum(split)),
+            "num_val": int(sum(split)),
+            "val_sources": sorted(val_sources),
+            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES],
+            "ignore": IGNORE,
+            "class_fractions": {c.name: round(float(hist[c.id]) / total, 4) for c in CLASSES}
+            | {"ignore": round(float(hist[IGNORE]) / total, 4)},
+            "tiles": names,
+        }
+        with tx.stage(out / "manifest.json") as tmp:
+            Path(tmp).write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n")
     return manifest
+
+
+DATASET_FILES = ("tiles.npz", "manifest.json")
+
+
+def _is_dataset(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == DATASET_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def dataset_transaction(out: str | Path, overwrite: bool) -> Any:
+    """Check the dataset folder ``out`` before any work (see :func:`geodiff.io.folder_transaction`): its
+    ``tiles.npz`` and ``manifest.json`` are replaced only with ``overwrite`` and only if geodiff wrote them."""
+    from geodiff.io import folder_transaction  # here, so training needs no GDAL stack (GPU machines lack it)
+
+    return folder_transaction(out, DATASET_FILES, overwrite, _is_dataset, "a dataset")
+
+
+def check_resolution(resolution_m: float) -> None:
+    if not (math.isfinite(resolution_m) and resolution_m > 0):
+        raise InvalidParameterError(
+            f"--resolution must be a positive number of metres per pixel, got {resolution_m}"
+        )
 
 
 def tiles_size(jpeg: bytes) -> int:
@@ -221,6 +256,7 @@ def build_from_mask_folder(
     max_ignore_fraction: float = 0.5,
     jpeg_quality: int = 90,
     progress: ProgressCallback | None = None,
+    tx: Any = None,
 ) -> dict[str, Any]:
     """Cut ``tile_size`` tiles from ``src/**/images/*`` + ``masks/*`` colour masks into the dataset ``out``.
 
@@ -228,6 +264,7 @@ def build_from_mask_folder(
     Returns the manifest.
     """
     src, out = Path(src), Path(out)
+    check_resolution(resolution_m)
     table = get_table(colors)
     pairs = find_pairs(src)
     sources = [str(img.relative_to(src)) for img, _ in pairs]
@@ -258,7 +295,7 @@ def build_from_mask_folder(
         "resolution_m": float(resolution_m),
         "unknown_colors_as_ignore": unknown_total,
     }
-    manifest = write_dataset(out, tiles(), val, info, jpeg_quality)
+    manifest = write_dataset(out, tiles(), val, info, jpeg_quality, tx)
     report(progress, 1.0, f"{manifest['num_tiles']} tiles written to {out}")
     return manifest
 
@@ -283,6 +320,7 @@ def build_from_orthophoto(
     max_ignore_fraction: float = 0.5,
     jpeg_quality: int = 90,
     progress: ProgressCallback | None = None,
+    tx: Any = None,
 ) -> dict[str, Any]:
     """Tiles from a georeferenced orthophoto resampled to ``resolution_m`` and its map rasterized from OSM/vector.
 
@@ -299,6 +337,7 @@ def build_from_orthophoto(
     from geodiff.rasterize import rasterize_features
 
     image, out = Path(image), Path(out)
+    check_resolution(resolution_m)
     if not image.is_file():
         raise InputNotFoundError(f"orthophoto {image} does not exist")
     if osm_path is None and vector_path is None:
@@ -374,7 +413,7 @@ def build_from_orthophoto(
         },
         "resolution_m": float(resolution_m),
     }
-    manifest = write_dataset(out, cut, val, info, jpeg_quality)
+    manifest = write_dataset(out, cut, val, info, jpeg_quality, tx)
     report(progress, 1.0, f"{manifest['num_tiles']} tiles written to {out}")
     return manifest
 

@@ -113,9 +113,8 @@ class CsvLog:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path, overwrite=True) as tmp:  # a full disk: one line, the old checkpoint kept
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -125,7 +124,7 @@ def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ConfigError(
-            f"cannot resume from {path}: not a geodiff training checkpoint ({str(exc).splitlines()[0]}); "
+            f"cannot resume from {path}: not a geodiff training checkpoint ({(str(exc).splitlines() or ['empty file'])[0]}); "
             "move it away and start a new run"
         ) from exc
 
