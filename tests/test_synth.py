@@ -143,6 +143,23 @@ def test_library_defaults_and_refusals(tiny_model, tmp_path):
     assert res.mask_path is None and not (tmp_path / "n.mask.tif").exists()
 
 
+def test_options_as_values_plan_like_flat_arguments(tiny_model, tmp_path):
+    """The CLI passes option values; the flat keyword arguments of the library give the same plan."""
+    from geodiff.options import OutputOptions, SamplingOptions, SourceOptions
+
+    out = tmp_path / "x.tif"
+    flat = plan_synthesis(TOWN_BBOX, out, osm_path=TOWN, model=tiny_model, seed=4, cog=True, write_mask=False,
+                          **FAST)  # fmt: skip
+    valued = plan_synthesis(
+        TOWN_BBOX, out, sampling=SamplingOptions(model=tiny_model, seed=4, **FAST),
+        source=SourceOptions(osm_path=TOWN), output=OutputOptions(write_mask=False, cog=True),
+    )  # fmt: skip
+    assert valued.to_dict() == flat.to_dict() and valued.cog and valued.mask_path is None
+    assert valued.source == flat.source and valued.seed == 4
+    with pytest.raises(InvalidParameterError, match="not both"):
+        plan_synthesis(TOWN_BBOX, out, seed=1, sampling=SamplingOptions(model=tiny_model))
+
+
 def test_strips_match_a_single_strip_run(tiny_model, tmp_path):
     from geodiff.settings import get_settings
 
