@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geodiff import ATTRIBUTION, __version__
+from geodiff._version import __version__
 from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
 from geodiff.errors import (
     CorruptFileError,
@@ -46,6 +46,7 @@ from geodiff.errors import (
 from geodiff.grid import BBox, Grid, parse_bbox
 from geodiff.options import ClusterOptions, Sampler, SamplingOptions, SourceOptions, options_from
 from geodiff.progress import ProgressCallback, report
+from geodiff.provenance import ATTRIBUTION, run_tags
 from geodiff.synth import SynthPlan
 
 FORMATS = ("tif", "png")
@@ -146,7 +147,7 @@ def _write_sample(
     class_map: np.ndarray,
     grid: Grid,
     fmt: str,
-    tags: dict[str, object],
+    tags: dict[str, str],
 ) -> tuple[str, str]:
     from geodiff.io import write_class_map, write_png, write_rgb
 
@@ -424,16 +425,7 @@ def _generate(
         for wi, s, plan, (rgb, class_map) in rendered:
             win = Window(wi, plan.grid, class_map)
             sid = _sample_id(wi, s)
-            tags = {
-                "MODEL": ref.name,
-                "SEED": s,
-                "STEPS": steps,
-                "SAMPLER": sampler,
-                "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
-                "GEODIFF_VERSION": __version__,
-                "SYNTHETIC": "yes",
-            }
-            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
+            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, run_tags(plan))
             records.append(_record(sid, image_rel, mask_rel, win, s))
             report(progress, len(records) / total, f"sample {len(records)}/{total}")
         _write_manifests(

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geodiff import __version__
+from geodiff._version import __version__
 from geodiff.errors import InvalidParameterError, OutputError
 from geodiff.grid import BBox
 from geodiff.options import ClusterOptions

@@ -19,7 +19,6 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from geodiff import ATTRIBUTION, __version__
 from geodiff.classes import CLASSES, IGNORE, colorize
 from geodiff.errors import (
     CorruptFileError,
@@ -29,6 +28,7 @@ from geodiff.errors import (
     OutputError,
 )
 from geodiff.grid import Grid
+from geodiff.provenance import provenance_tags
 
 GTIFF_PROFILE = {
     "driver": "GTiff",
@@ -203,13 +203,6 @@ def atomic_path(
         for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-
-
-def provenance_tags(extra: Mapping[str, object] | None = None) -> dict[str, str]:
-    tags = {"ATTRIBUTION": ATTRIBUTION, "SOFTWARE": f"geodiff {__version__}"}
-    for k, v in (extra or {}).items():
-        tags[str(k).upper()] = str(v)
-    return tags
 
 
 def class_table_tags() -> dict[str, str]:

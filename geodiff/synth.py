@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geodiff import __version__
 from geodiff.errors import AreaTooLargeError, InvalidParameterError, ModelError
 from geodiff.grid import BBox, Grid, grid_for_bbox, parse_bbox
 from geodiff.models import ModelRef, resolve_device, resolve_model
 from geodiff.noise import location_noise, place_key
 from geodiff.options import OutputOptions, Sampler, SamplingOptions, SourceOptions, options_from
 from geodiff.progress import ProgressCallback, report
+from geodiff.provenance import run_tags as provenance  # the tags of a run's outputs
 from geodiff.settings import Settings, get_settings
 from geodiff.tiling import Layout, layout_for, split_rows
 
@@ -616,23 +616,6 @@ def render(
 
     run_plan(plan, model, sink, features, settings, progress)
     return rgb, cmap
-
-
-def provenance(plan: SynthPlan) -> dict[str, str]:
-    """The GeoTIFF tags of a run's outputs (model, seed, sampler, source...)."""
-    tags: dict[str, object] = {
-        "MODEL": plan.model.name,
-        "SEED": plan.seed,
-        "STEPS": plan.steps,
-        "SAMPLER": plan.sampler,
-        "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
-        "BLEND": plan.blend,
-        "DEVICE": plan.device,
-        "GEODIFF_VERSION": __version__,
-        "BBOX": str(plan.bbox),
-        "SOURCE": str(plan.source),
-    }
-    return {k: str(v) for k, v in tags.items()}
 
 
 def synthesize(
