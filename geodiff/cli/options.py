@@ -47,11 +47,15 @@ def _bbox_callback(ctx: click.Context, param: click.Parameter, value: str | None
     return parse_bbox(value, crs=ctx.params.get("bbox_crs") or "EPSG:4326")
 
 
-def crs_option(help: str = "Output grid CRS, projected in metres. Default: the UTM zone of the bbox centre."):
+def crs_option(
+    help: str = "Output grid CRS, projected in metres. Default: the UTM zone of the bbox centre.",
+) -> Callable[[F], F]:
     return click.option("--crs", "crs", default=None, metavar="CRS", help=help)
 
 
-def bbox_crs_option(help: str = "CRS of the --bbox numbers (only describes the area; the grid is metric)."):
+def bbox_crs_option(
+    help: str = "CRS of the --bbox numbers (only describes the area; the grid is metric).",
+) -> Callable[[F], F]:
     return click.option(
         "--bbox-crs",
         default="EPSG:4326",
@@ -154,13 +158,18 @@ def guidance_option(f: F) -> F:
     )(f)
 
 
-def seed_option(help: str = "Random seed; same seed + place = same image.", **kw: Any):
-    return click.option("--seed", **{"type": click.IntRange(min=0), "default": 0, "show_default": True, **kw},
-                        help=help)  # fmt: skip
+def seed_option(help: str = "Random seed; same seed + place = same image.", **kw: Any) -> Callable[[F], F]:
+    """``--seed`` (a sampling seed >= 0 unless ``kw`` says otherwise)."""
+    kw = {"type": click.IntRange(min=0), "default": 0, "show_default": True, **kw}
+    return click.option("--seed", help=help, **kw)
 
 
-def steps_option(help: str = "Denoising steps, 1..1000. Default: 20 (dpm), 1000 (ddpm).", **kw: Any):
-    return click.option("--steps", **{"type": click.IntRange(1, 1000), "default": None, **kw}, help=help)
+def steps_option(
+    help: str = "Denoising steps, 1..1000. Default: 20 (dpm), 1000 (ddpm).", **kw: Any
+) -> Callable[[F], F]:
+    """``--steps`` (denoising steps; default: the sampler's unless ``kw`` says otherwise)."""
+    kw = {"type": click.IntRange(1, 1000), "default": None, **kw}
+    return click.option("--steps", help=help, **kw)
 
 
 def sampling_options(seed_help: str = "Random seed; same seed + place = same image.") -> Callable[[F], F]:
