@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,9 @@ from geodiff.io import read_raster
 from geodiff.rasterize import rasterize_bbox
 from geodiff.synth import plan_synthesis, synthesize, synthesize_map
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model  # noqa: E402
-from town import TOWN  # noqa: E402
-from town import TOWN_BBOX as TOWN_BOUNDS  # noqa: E402
+from tiny_model import make_tiny_model
+from town import TOWN
+from town import TOWN_BBOX as TOWN_BOUNDS
 
 TOWN_BBOX = parse_bbox(TOWN_BOUNDS)
 FAST = dict(steps=3, device="cpu", batch_size=16)
