@@ -16,11 +16,11 @@ layers over it. Names are imported lazily, so ``import geodiff`` stays cheap (no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
-
-ATTRIBUTION = "Map data (c) OpenStreetMap contributors, ODbL"
+from geodiff._lazy import lazy_exports
+from geodiff._version import __version__
+from geodiff.provenance import ATTRIBUTION
 
 _LAZY = {
     "plan_synthesis": "geodiff.synth",
@@ -72,11 +72,4 @@ if TYPE_CHECKING:
     from geodiff.synth import SynthPlan, SynthResult, plan_synthesis, render, synthesize, synthesize_map
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'geodiff' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geodiff import ATTRIBUTION, __version__
+from geodiff._version import __version__
 from geodiff.classes import CLASSES, IGNORE, NUM_CLASSES
 from geodiff.errors import (
     CorruptFileError,
@@ -43,8 +44,10 @@ from geodiff.errors import (
     OutputError,
 )
 from geodiff.grid import BBox, Grid, parse_bbox
+from geodiff.options import ClusterOptions, Sampler, SamplingOptions, SourceOptions, options_from
 from geodiff.progress import ProgressCallback, report
-from geodiff.synth import Sampler, SynthPlan
+from geodiff.provenance import ATTRIBUTION, run_tags
+from geodiff.synth import SynthPlan
 
 FORMATS = ("tif", "png")
 
@@ -144,7 +147,7 @@ def _write_sample(
     class_map: np.ndarray,
     grid: Grid,
     fmt: str,
-    tags: dict[str, object],
+    tags: dict[str, str],
 ) -> tuple[str, str]:
     from geodiff.io import write_class_map, write_png, write_rgb
 
@@ -265,6 +268,10 @@ def generate_dataset(
     progress: ProgressCallback | None = None,
     client: Any = None,
     threads_per_worker: int = 1,
+    *,
+    sampling: SamplingOptions | None = None,
+    source: SourceOptions | None = None,
+    cluster: ClusterOptions | None = None,
 ) -> AugmentResult:
     """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
 
@@ -301,16 +308,60 @@ def generate_dataset(
         map and writes the files); see :func:`geodiff.distributed.dask_client`.
     threads_per_worker
         With ``client``: torch CPU threads in each worker's render task.
+    sampling, source, cluster
+        The options as values (:mod:`geodiff.options`, what the CLI passes): ``sampling`` stands for ``seed``,
+        ``model``, ``steps`` ... ``batch_size``, ``source`` for ``osm_path``, ``vector_path``, ``class_field``;
+        give a value or its flat arguments, not both. ``cluster`` opens the Dask cluster it names for the run
+        (instead of ``client``) or, without one, sets this process's torch threads.
 
     Returns
     -------
     AugmentResult
     """
+    sampling = options_from(
+        SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
+        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size,
+    )  # fmt: skip
+    source = options_from(
+        SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field
+    )
+    if cluster is None or not cluster.distributed:
+        if cluster is not None:
+            cluster.use_threads()
+        return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
+                         min_labeled, overwrite, progress, client, threads_per_worker)  # fmt: skip
+    if client is not None:
+        raise InvalidParameterError("give a Dask client or cluster options, not both")
+    from geodiff.distributed import dask_client
+
+    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker) as client:
+        return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
+                         min_labeled, overwrite, progress, client, cluster.threads_per_worker)  # fmt: skip
+
+
+def _generate(
+    out_dir: str | os.PathLike[str],
+    windows: Sequence[BBox] | None,
+    area: BBox | None,
+    n_windows: int,
+    seeds_per_window: int,
+    sampling: SamplingOptions,
+    source: SourceOptions,
+    crs: str | None,
+    fmt: str,
+    min_labeled: float,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    client: Any,
+    threads_per_worker: int,
+) -> AugmentResult:
     from geodiff.models import resolve_device, resolve_model
     from geodiff.rasterize import rasterize_bbox
     from geodiff.settings import get_settings
-    from geodiff.synth import MapSource, check_request, plan_synthesis, render
+    from geodiff.synth import check_request, plan_synthesis, render
 
+    seed, sampler, guidance_scale = sampling.seed, sampling.sampler, sampling.guidance_scale
+    osm_path, vector_path, class_field = source.osm_path, source.vector_path, source.class_field
     started = time.monotonic()
     out = Path(os.path.abspath(out_dir))
     if fmt not in FORMATS:
@@ -325,27 +376,16 @@ def generate_dataset(
         raise InvalidParameterError(f"--seeds-per-window must be >= 1, got {seeds_per_window}")
     if not 0.0 <= min_labeled <= 1.0:
         raise InvalidParameterError(f"--min-labeled is a fraction in [0, 1], got {min_labeled}")
-    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
+    steps = check_request(sampling.steps, sampler, sampling.batch_size, seed, guidance_scale)
     check_dataset_output(out, overwrite)
 
     settings = get_settings()
-    dev = resolve_device(device)
-    ref = resolve_model(model, settings)
+    dev = resolve_device(sampling.device)
+    ref = resolve_model(sampling.model, settings)
     model_obj = ref.load(dev)
     res, tile = model_obj.config.resolution_m, model_obj.config.tile_size
-    source = MapSource(
-        Path(osm_path) if osm_path is not None else None,
-        Path(vector_path) if vector_path is not None else None,
-        class_field,
-    )
-    sampling = dict(
-        model=ref,
-        steps=steps,
-        sampler=sampler,
-        guidance_scale=guidance_scale,
-        device=dev,
-        batch_size=batch_size,
-    )
+    # resolved once, for all the plans below
+    resolved = dataclasses.replace(sampling, model=ref, steps=steps, device=dev)
 
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -387,8 +427,8 @@ def generate_dataset(
             for wi, (box, box_crs) in enumerate(todo):
                 for k in range(seeds_per_window):
                     plan = plan_synthesis(
-                        box, seed=seed + k, crs=box_crs, osm_path=osm_path, vector_path=vector_path,
-                        class_field=class_field, settings=settings, **sampling,
+                        box, crs=box_crs, settings=settings, source=source,
+                        sampling=dataclasses.replace(resolved, seed=seed + k),
                     )  # fmt: skip
                     if (
                         area is None and k == 0
@@ -409,16 +449,7 @@ def generate_dataset(
         for wi, s, plan, (rgb, class_map) in rendered:
             win = Window(wi, plan.grid, class_map)
             sid = _sample_id(wi, s)
-            tags = {
-                "MODEL": ref.name,
-                "SEED": s,
-                "STEPS": steps,
-                "SAMPLER": sampler,
-                "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
-                "GEODIFF_VERSION": __version__,
-                "SYNTHETIC": "yes",
-            }
-            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
+            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, run_tags(plan))
             records.append(_record(sid, image_rel, mask_rel, win, s))
             report(progress, len(records) / total, f"sample {len(records)}/{total}")
         _write_manifests(

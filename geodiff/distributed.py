@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geodiff import __version__
+from geodiff._version import __version__
 from geodiff.errors import InvalidParameterError, OutputError
 from geodiff.grid import BBox
+from geodiff.options import ClusterOptions
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import Settings, get_settings
 
@@ -280,6 +281,7 @@ def synthesize_distributed(
     progress: ProgressCallback | None = None,
     on_event: Callable[..., None] | None = None,
     client: Any = None,
+    cluster: ClusterOptions | None = None,
 ) -> SynthResult:
     """Run ``plan`` with its strips as tasks on a Dask cluster; resumable through the run folder.
 
@@ -290,6 +292,9 @@ def synthesize_distributed(
     workers, scheduler, threads_per_worker
         A local cluster of ``workers`` processes, or an existing cluster's ``scheduler`` address
         (see :func:`dask_client`); ``client`` passes an already connected ``distributed.Client``.
+    cluster
+        The same as one value (:class:`geodiff.options.ClusterOptions`, what the CLI passes), instead of
+        ``workers``, ``scheduler``, ``threads_per_worker``.
     settings, progress, on_event
         As for :func:`geodiff.synth.synthesize`; progress counts finished strips across the cluster.
 
@@ -302,6 +307,9 @@ def synthesize_distributed(
 
     if plan.out_path is None:
         raise InvalidParameterError("the plan has no output path: plan_synthesis(bbox, out_path, ...)")
+    if cluster is not None:
+        workers, scheduler = cluster.workers, cluster.scheduler
+        threads_per_worker = cluster.threads_per_worker
     settings = settings or get_settings()
     started = time.monotonic()
     run = RunFolder.open(plan, threads_per_worker)

@@ -20,7 +20,6 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from geodiff import ATTRIBUTION, __version__
 from geodiff.classes import CLASSES, IGNORE, colorize
 from geodiff.errors import (
     CorruptFileError,
@@ -30,6 +29,7 @@ from geodiff.errors import (
     OutputError,
 )
 from geodiff.grid import Grid
+from geodiff.provenance import provenance_tags
 
 GTIFF_PROFILE = {
     "driver": "GTiff",
@@ -449,13 +449,6 @@ def atomic_path(
     """
     with Transaction(overwrite) as tx, tx.stage(path, verify) as tmp:
         yield tmp
-
-
-def provenance_tags(extra: Mapping[str, object] | None = None) -> dict[str, str]:
-    tags = {"ATTRIBUTION": ATTRIBUTION, "SOFTWARE": f"geodiff {__version__}"}
-    for k, v in (extra or {}).items():
-        tags[str(k).upper()] = str(v)
-    return tags
 
 
 def class_table_tags() -> dict[str, str]:

@@ -25,16 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geodiff.errors import InvalidParameterError, ModelError
+from geodiff.model.folder import HOW_TO_GET_A_MODEL as _HOW
+from geodiff.model.folder import model_folder
 from geodiff.settings import DEFAULT_MODEL_NAME, SHIPPED_MODELS_DIR, Settings, get_settings
 
 if TYPE_CHECKING:
     from geodiff.model import GeodiffModel, ModelConfig
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HOW = (
-    "list the installed models with `geodiff models`, pass --model DIR (a folder written by "
-    "`geodiff train diffusion`), or set GEODIFF_MODEL_DIR"
-)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -128,16 +124,10 @@ class ModelRef:
         return out
 
 
-def _is_hub_id(text: str) -> bool:
-    """``org/name`` that cannot be a mistyped local path (its first part is not a local folder)."""
-    return bool(_HUB_ID.match(text)) and not Path(text.split("/")[0]).exists()
-
-
 def _ref_for_folder(path: Path, name: str | None = None) -> ModelRef:
     from geodiff.model.config import ModelConfig
 
-    if not path.is_dir():
-        raise ModelError(f"{path} is a file; a model is a folder with config.json, vae/, unet/, scheduler/")
+    path = model_folder(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ModelError(f"{path} is not a geodiff model folder (no config.json): {_HOW}")
@@ -188,18 +178,7 @@ def resolve_model(
             f"no model named {text!r} (installed: {', '.join(names) or 'none'}; looked in "
             f"{', '.join(str(r) for r in model_search_path(settings))}): {_HOW}"
         )
-    if not _is_hub_id(text):
-        raise ModelError(f"model folder {path} does not exist: {_HOW}")
-    try:  # a hub id
-        from huggingface_hub import snapshot_download
-
-        return _ref_for_folder(Path(snapshot_download(text)), name=text)
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(
-            f"model {text!r} is neither a local folder nor a reachable hub repo ({str(exc).splitlines()[0]}): {_HOW}"
-        ) from exc
+    return _ref_for_folder(model_folder(text), name=text)  # a hub id
 
 
 def load_model(

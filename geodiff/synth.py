@@ -19,16 +19,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geodiff import __version__
 from geodiff.errors import AreaTooLargeError, InvalidParameterError, ModelError
 from geodiff.grid import BBox, Grid, grid_for_bbox, parse_bbox
 from geodiff.models import ModelRef, resolve_device, resolve_model
 from geodiff.noise import location_noise, place_key
+from geodiff.options import OutputOptions, Sampler, SamplingOptions, SourceOptions, options_from
 from geodiff.progress import ProgressCallback, report
+from geodiff.provenance import run_tags as provenance  # the tags of a run's outputs
 from geodiff.settings import Settings, get_settings
 from geodiff.tiling import Layout, layout_for, split_rows
 
@@ -38,36 +39,12 @@ if TYPE_CHECKING:
 
     from geodiff.model import GeodiffModel
 
-Sampler = Literal["dpm", "ddpm"]
 SAMPLERS: tuple[str, ...] = ("dpm", "ddpm")
 DEFAULT_STEPS = {"dpm": 20, "ddpm": 1000}
 """Steps when none are given: DPM-Solver++ 2M converges in ~20; DDPM is the 1000-step ancestral reference."""
 
 
-@dataclass
-class MapSource:
-    """Where the map comes from: a local OSM file, a vector layer, or (neither) Overpass."""
-
-    osm_path: Path | None = None
-    vector_path: Path | None = None
-    class_field: str = "class"
-
-    def __str__(self) -> str:
-        return str(self.osm_path or self.vector_path or "overpass")
-
-    def load(
-        self, bbox: BBox, settings: Settings, progress: ProgressCallback | None = None
-    ) -> gpd.GeoDataFrame:
-        from geodiff.osm import load_features
-
-        return load_features(
-            bbox,
-            osm_path=self.osm_path,
-            vector_path=self.vector_path,
-            class_field=self.class_field,
-            settings=settings,
-            progress=progress,
-        )
+MapSource = SourceOptions  # the older name of the same value
 
 
 @dataclass
@@ -89,7 +66,7 @@ class SynthPlan:
     device: str
     batch_size: int
     blend: bool
-    source: MapSource = field(default_factory=MapSource)
+    source: SourceOptions = field(default_factory=SourceOptions)
     out_path: Path | None = None
     mask_path: Path | None = None
     overwrite: bool = False
@@ -249,6 +226,9 @@ def plan_synthesis(
     cog: bool | None = None,
     estimate: bool = False,
     settings: Settings | None = None,
+    sampling: SamplingOptions | None = None,
+    source: SourceOptions | None = None,
+    output: OutputOptions | None = None,
 ) -> SynthPlan:
     """Plan a synthesis of ``bbox``: grid, windows, strips, outputs (nothing heavy is loaded or written).
 
@@ -286,6 +266,10 @@ def plan_synthesis(
         Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model).
     settings
         Default :func:`geodiff.settings.get_settings`.
+    sampling, source, output
+        The same options as values (:mod:`geodiff.options`, what the CLI passes): ``sampling`` stands for
+        ``model`` ... ``batch_size``, ``source`` for ``osm_path``, ``vector_path``, ``class_field``, ``output``
+        for ``mask_out``, ``write_mask``, ``overwrite``, ``cog``; give a value or its flat arguments, not both.
 
     Returns
     -------
@@ -298,11 +282,24 @@ def plan_synthesis(
     """
     from geodiff.io import check_output_paths, check_style_paths
 
+    sampling = options_from(
+        SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
+        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size,
+    )  # fmt: skip
+    source = options_from(
+        SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field
+    )
+    output = options_from(
+        OutputOptions, output, "output", mask_out=mask_out, write_mask=write_mask, overwrite=overwrite,
+        cog=cog,
+    )  # fmt: skip
     settings = settings or get_settings()
     box = parse_bbox(bbox)
-    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
-    dev = resolve_device(device)
-    ref = resolve_model(model, settings)
+    steps = check_request(
+        sampling.steps, sampling.sampler, sampling.batch_size, sampling.seed, sampling.guidance_scale
+    )
+    dev = resolve_device(sampling.device)
+    ref = resolve_model(sampling.model, settings)
     cfg = ref.config
     res = cfg.resolution_m
     if resolution is not None and not math.isclose(resolution, res, rel_tol=1e-6):
@@ -321,32 +318,29 @@ def plan_synthesis(
     layout, strips = make_layout(grid, cfg.tile_size, cfg.latent_factor, blend, settings.max_strip_pixels)
     out = Path(out_path) if out_path is not None else None
     mask = None
-    if out is not None and write_mask:
-        mask = Path(mask_out) if mask_out is not None else default_mask_path(out)
-    check_output_paths([out, mask], overwrite)
+    if out is not None and output.write_mask:
+        mask = output.mask_out if output.mask_out is not None else default_mask_path(out)
+    check_output_paths([out, mask], output.overwrite)
     check_style_paths([out, mask])
-    guidance = cfg.guidance(guidance_scale)
+    guidance = cfg.guidance(sampling.guidance_scale)
+    cog = output.cog
     plan = SynthPlan(
         box,
         grid,
         layout,
         strips,
         ref,
-        seed,
+        sampling.seed,
         steps,
-        sampler,
+        sampling.sampler,
         guidance,
         dev,
-        batch_size,
+        sampling.batch_size,
         blend,
-        MapSource(
-            Path(osm_path) if osm_path is not None else None,
-            Path(vector_path) if vector_path is not None else None,
-            class_field,
-        ),
+        source,
         out,
         mask,
-        overwrite,
+        output.overwrite,
         cog=bool(cog) if cog is not None else grid.width * grid.height > settings.cog_min_pixels,
     )
     if estimate:
@@ -623,23 +617,6 @@ def render(
 
     run_plan(plan, model, sink, features, settings, progress)
     return rgb, cmap
-
-
-def provenance(plan: SynthPlan) -> dict[str, str]:
-    """The GeoTIFF tags of a run's outputs (model, seed, sampler, source...)."""
-    tags: dict[str, object] = {
-        "MODEL": plan.model.name,
-        "SEED": plan.seed,
-        "STEPS": plan.steps,
-        "SAMPLER": plan.sampler,
-        "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
-        "BLEND": plan.blend,
-        "DEVICE": plan.device,
-        "GEODIFF_VERSION": __version__,
-        **plan.bbox.tags(),
-        "SOURCE": str(plan.source),
-    }
-    return {k: str(v) for k, v in tags.items()}
 
 
 def synthesize(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# the helper modules beside the tests (tiny_model, town, mask_folder) import as top-level modules
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GEODIFF_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -36,6 +40,19 @@ def dubai_aerial(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"Dubai aerial data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small built training dataset (two 128 px sources cut into 64 px tiles), once per test module."""
+    from geodiff.train.dataset import build_from_mask_folder
+
+    from mask_folder import make_folder
+
+    root = tmp_path_factory.mktemp("data")
+    make_folder(root / "src", n=2, size=(128, 128))
+    build_from_mask_folder(root / "src", root / "ds", tile_size=64, val_fraction=0.5)
+    return root / "ds"
 
 
 @pytest.fixture(autouse=True)

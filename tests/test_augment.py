@@ -11,12 +11,13 @@ import pytest
 import rasterio
 import torch
 from PIL import Image
-from tiny_model import build_tiny_model
 
 from geodiff.augment import generate_dataset, read_windows
 from geodiff.errors import InputNotFoundError, InvalidBBoxError, InvalidParameterError
 from geodiff.grid import parse_bbox
 from geodiff.settings import DEFAULT_RESOLUTION_M
+
+from tiny_model import build_tiny_model
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -124,6 +125,9 @@ def test_augment_tile_equals_synth_pixels_there(tmp_path: Path, model) -> None:
     assert tile_grid == grid
     np.testing.assert_array_equal(tile, image)
     np.testing.assert_array_equal(mask, read_raster(run.mask_path)[0])
+    # one provenance schema: the tile says what produced it exactly as the synth output does
+    with rasterio.open(res.out_dir / rec["image"]) as a, rasterio.open(run.image_path) as b:
+        assert a.tags() == b.tags() and a.tags()["SYNTHETIC"] == "yes"
 
 
 def test_augment_from_windows_file(tmp_path: Path, model) -> None:

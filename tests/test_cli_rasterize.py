@@ -6,11 +6,12 @@ import bz2
 
 import numpy as np
 import pytest
-from town import TOWN, TOWN_BBOX
 
 from geodiff.classes import BUILDING, ROAD, VEGETATION, WATER
 from geodiff.cli import main
 from geodiff.io import read_raster
+
+from town import TOWN, TOWN_BBOX
 
 BBOX = ",".join(map(str, TOWN_BBOX))
 

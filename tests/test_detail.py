@@ -22,9 +22,8 @@ from geodiff.model.detail import (
 from geodiff.pipeline import GeodiffPipeline
 from geodiff.train.config import load_config
 from geodiff.train.loops import train_autoencoder, train_diffusion
-from tests.test_model import TINY, class_map
-from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
-from tests.test_widen import _trained_looking_vae
+
+from tiny_model import TINY, class_map, trained_looking_vae, write_config
 
 
 def _images(n: int = 2, size: int = 32, seed: int = 3) -> torch.Tensor:
@@ -35,7 +34,7 @@ def _images(n: int = 2, size: int = 32, seed: int = 3) -> torch.Tensor:
 
 
 def test_grown_autoencoder_keeps_the_old_latents_and_decoding() -> None:
-    vae = _trained_looking_vae()
+    vae = trained_looking_vae()
     grown = add_latent_channels(vae, 3).eval()
     assert grown.config.latent_channels == 7 and grown.config.scaling_factor == vae.config.scaling_factor
     x = _images()
@@ -61,7 +60,7 @@ def _explained(vae, grown, x: torch.Tensor, f: int = 4) -> float:
 
 
 def test_informative_channels_start_with_the_missing_detail() -> None:
-    vae = _trained_looking_vae()
+    vae = trained_looking_vae()
     train, held_out = _images(24, 32), _images(8, 32, seed=4)
     informed = add_latent_channels(vae, 2, images=train).eval()
     random = add_latent_channels(vae, 2).eval()
@@ -74,7 +73,7 @@ def test_informative_channels_start_with_the_missing_detail() -> None:
 
 
 def test_only_the_new_rows_and_the_decoder_learn() -> None:
-    vae = _trained_looking_vae()
+    vae = trained_looking_vae()
     grown = add_latent_channels(vae, 2).train()
     freeze_old_channels(grown, 4)
     before = {k: v.clone() for k, v in grown.state_dict().items()}
@@ -97,7 +96,7 @@ def test_only_the_new_rows_and_the_decoder_learn() -> None:
 
 
 def test_matching_the_new_channels_scale_keeps_the_decoding() -> None:
-    grown = add_latent_channels(_trained_looking_vae(), 2).eval()
+    grown = add_latent_channels(trained_looking_vae(), 2).eval()
     with torch.no_grad():
         grown.decoder.conv_in.weight[:, 4:] = torch.randn_like(
             grown.decoder.conv_in.weight[:, 4:]

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pytest
 import rasterio
 import torch
 
-distributed = pytest.importorskip("distributed", reason="needs geodiff[distributed]")
+from geodiff.distributed import RunFolder, synthesize_distributed
+from geodiff.errors import InvalidParameterError
+from geodiff.grid import parse_bbox
+from geodiff.io import read_raster
+from geodiff.settings import get_settings
+from geodiff.synth import plan_synthesis, synthesize
 
-from geodiff.distributed import RunFolder, synthesize_distributed  # noqa: E402
-from geodiff.errors import InvalidParameterError  # noqa: E402
-from geodiff.grid import parse_bbox  # noqa: E402
-from geodiff.io import read_raster  # noqa: E402
-from geodiff.settings import get_settings  # noqa: E402
-from geodiff.synth import plan_synthesis, synthesize  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model  # noqa: E402
-from town import TOWN, TOWN_BBOX  # noqa: E402
+from tiny_model import make_tiny_model
+from town import TOWN, TOWN_BBOX
 
 # small strips, so the town is several tasks
 SETTINGS = get_settings(max_strip_pixels=20_000)

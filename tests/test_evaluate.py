@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_model import build_tiny_model
 
 from geodiff.classes import IGNORE
 from geodiff.errors import DataError, InputNotFoundError, InvalidParameterError
@@ -26,6 +25,8 @@ from geodiff.evaluate.segmentation import (
     train_segnet,
 )
 from geodiff.settings import DEFAULT_RESOLUTION_M
+
+from tiny_model import build_tiny_model
 
 torch.set_num_threads(1)
 

@@ -27,9 +27,8 @@ from geodiff.grid import grid_for_bbox, parse_bbox
 from geodiff.io import atomic_path, read_raster, write_class_map
 from geodiff.synth import synthesize
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import build_tiny_model, make_tiny_model  # noqa: E402
-from town import TOWN, TOWN_BBOX  # noqa: E402
+from tiny_model import build_tiny_model, make_tiny_model
+from town import TOWN, TOWN_BBOX
 
 GEODIFF = [sys.executable, "-c", "import sys; from geodiff.cli import main; sys.exit(main(sys.argv[1:]))"]
 BOX = ",".join(str(v) for v in TOWN_BBOX)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,8 +9,7 @@ import torch
 from geodiff.models import device_dtype, resolve_device
 from geodiff.synth import synthesize_map
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model  # noqa: E402
+from tiny_model import make_tiny_model
 
 pytestmark = [
     pytest.mark.gpu,

@@ -10,7 +10,8 @@ import torch
 from geodiff.errors import InvalidParameterError, ModelError
 from geodiff.model import ModelConfig, build_autoencoder
 from geodiff.model.mix import mix_decoders
-from tests.test_model import TINY
+
+from tiny_model import TINY
 
 
 def _fine_tuned_pair():

@@ -18,41 +18,15 @@ from geodiff.model import (
 )
 from geodiff.settings import DEFAULT_MODEL_DIR, DEFAULT_RESOLUTION_M
 
+from tiny_model import TINY, build_tiny_model, class_map
+
 # one thread: the 2 shared cores are usually busy, and OpenMP threads spin badly under contention
 torch.set_num_threads(1)
-
-TINY = dict(
-    tile_size=32,
-    vae_block_channels=[8, 8, 8],
-    vae_norm_groups=4,
-    latent_channels=4,
-    unet_block_channels=[8, 16],
-    unet_attention_levels=[False, True],
-    unet_norm_groups=4,
-    attention_head_dim=4,
-    map_encoder_channels=[8, 8],
-    map_cond_channels=4,
-    context_dim=8,
-    context_pool=2,
-    storage_dtype="float32",
-)
-
-
-def tiny(conditioning: str = "concat_encoded_xattn", **kw: object) -> GeodiffModel:
-    torch.manual_seed(0)
-    return GeodiffModel(ModelConfig(**{**TINY, "conditioning": conditioning, **kw})).eval()
-
-
-def class_map(b: int = 2, size: int = 32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    m = torch.randint(0, 5, (b, size, size), generator=g)
-    m[:, :4, :4] = 255  # ignore pixels must be accepted
-    return m
 
 
 @pytest.mark.parametrize("variant", CONDITIONING_VARIANTS)
 def test_each_variant_builds_and_predicts(variant: str) -> None:
-    model = tiny(variant)
+    model = build_tiny_model(end_to_end=False, conditioning=variant)
     cond = model.condition(class_map())
     lat = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
@@ -74,7 +48,7 @@ def test_each_variant_builds_and_predicts(variant: str) -> None:
 
 
 def test_contract_properties() -> None:
-    model = tiny()
+    model = build_tiny_model(end_to_end=False)
     assert model.latent_factor == 4
     assert model.config.tile_size == 32
     assert model.config.resolution_m == DEFAULT_RESOLUTION_M
@@ -87,7 +61,7 @@ def test_contract_properties() -> None:
 
 
 def test_schedulers_share_betas() -> None:
-    model = tiny()
+    model = build_tiny_model(end_to_end=False)
     dpm, ddpm = model.make_scheduler("dpm"), model.make_scheduler("ddpm")
     assert torch.equal(dpm.betas.double(), ddpm.betas.double())
     assert len(ddpm.betas) == 1000
@@ -97,7 +71,7 @@ def test_schedulers_share_betas() -> None:
 
 
 def test_save_load_round_trip_is_exact(tmp_path: Path) -> None:
-    model = tiny()
+    model = build_tiny_model(end_to_end=False)
     path = model.save_pretrained(tmp_path / "m")
     for sub in ("vae", "unet", "map_encoder", "scheduler"):
         assert (path / sub).is_dir()
@@ -115,7 +89,7 @@ def test_save_load_round_trip_is_exact(tmp_path: Path) -> None:
 
 
 def test_fp16_storage_and_shards(tmp_path: Path) -> None:
-    model = tiny(storage_dtype="float16")
+    model = build_tiny_model(end_to_end=False, storage_dtype="float16")
     path = model.save_pretrained(tmp_path / "m", max_shard_size="20KB")
     shards = list((path / "unet").glob("*.safetensors"))
     assert len(shards) > 1 and all(p.stat().st_size < 40_000 for p in shards)
@@ -128,7 +102,7 @@ def test_fp16_storage_and_shards(tmp_path: Path) -> None:
 def test_missing_or_incomplete_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist.*train"):
         GeodiffModel.from_pretrained(tmp_path / "nope")
-    path = tiny().save_pretrained(tmp_path / "m")
+    path = build_tiny_model(end_to_end=False).save_pretrained(tmp_path / "m")
     for f in (path / "unet").glob("*.safetensors"):
         f.unlink()
     with pytest.raises(ModelError, match="unet/ weights"):
@@ -157,7 +131,7 @@ def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: 
     vae.save_pretrained(tmp_path / "repo" / "vqvae")
     loaded = load_autoencoder(tmp_path / "repo", subfolder="vqvae")
     assert type(loaded) is type(vae)
-    model = tiny()
+    model = build_tiny_model(end_to_end=False)
     model.set_autoencoder(loaded)
     assert model.config.vae_type == vae_type
     assert model.config.vae_decoder_channels == wide.get("vae_decoder_channels", [])
@@ -170,7 +144,7 @@ def test_load_diffusers_autoencoder_from_local_folder(tmp_path: Path, vae_type: 
 
 def test_window_size_checked() -> None:
     with pytest.raises(ModelError, match="multiples of 8"):
-        tiny().condition(torch.zeros(1, 36, 36, dtype=torch.long))
+        build_tiny_model(end_to_end=False).condition(torch.zeros(1, 36, 36, dtype=torch.long))
 
 
 def test_shipped_default_model() -> None:

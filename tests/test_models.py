@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from geodiff.errors import ModelError
 from geodiff.models import installed_models, resolve_model
 from geodiff.settings import DEFAULT_MODEL_DIR, get_settings
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model  # noqa: E402
+from tiny_model import make_tiny_model
 
 
 def test_default_is_the_shipped_model() -> None:

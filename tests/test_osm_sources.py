@@ -16,7 +16,6 @@ import osmium
 import pytest
 import shapely
 from shapely.geometry import LineString, Point, Polygon
-from town import TOWN, TOWN_BBOX, TOWN_COUNTS
 
 from geodiff.classes import BUILDING, ROAD, ROAD_WIDTHS_M, VEGETATION, WATER
 from geodiff.errors import (
@@ -31,6 +30,8 @@ from geodiff.grid import BBox, parse_crs
 from geodiff.osm import classify_elements, load_features
 from geodiff.osm.files import read_elements
 from geodiff.osm.vector import DEFAULT_LINE_WIDTH_M, read_vector_features
+
+from town import TOWN, TOWN_BBOX, TOWN_COUNTS
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

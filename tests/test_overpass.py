@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,9 +15,8 @@ from geodiff.osm import load_features
 from geodiff.osm.overpass import fetch_elements
 from geodiff.settings import Settings, get_settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overpass_server import OverpassTestServer  # noqa: E402
-from town import TOWN_BBOX, TOWN_COUNTS  # noqa: E402
+from overpass_server import OverpassTestServer
+from town import TOWN_BBOX, TOWN_COUNTS
 
 
 def counts(features) -> dict[tuple[int, str], int]:

@@ -82,3 +82,19 @@ def test_wheel_lists_model_and_sample_files(installed: Path) -> None:
     assert any(n.startswith(model + "unet/") and n.endswith(".safetensors") for n in names)
     assert "geodiff/data/sample_monaco.geojson" in names
     assert not any(n.startswith(("tests/", "runs/", "bench/")) for n in names)
+
+
+def test_no_module_imports_the_package_face() -> None:
+    """``geodiff/__init__.py`` only re-exports: a module importing it would run back up the layers."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "geodiff"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if (
+                isinstance(node, ast.ImportFrom) and node.module == "geodiff" and node.level == 0
+            ) or "geodiff" in names:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []

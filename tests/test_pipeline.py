@@ -8,14 +8,15 @@ import torch
 
 from geodiff.errors import InvalidParameterError
 from geodiff.pipeline import GeodiffPipeline
-from tests.test_model import class_map, tiny
+
+from tiny_model import build_tiny_model, class_map
 
 torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("sampler", ["dpm", "ddpm"])
 def test_pipeline_single_tile(sampler: str) -> None:
-    model = tiny()
+    model = build_tiny_model(end_to_end=False)
     pipe = GeodiffPipeline(model, model.make_scheduler(sampler))
     steps = 3 if sampler == "dpm" else 2
     a = pipe(class_map(1)[0], num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images
@@ -29,7 +30,7 @@ def test_pipeline_single_tile(sampler: str) -> None:
 
 
 def test_pipeline_arguments_checked() -> None:
-    pipe = GeodiffPipeline(tiny())
+    pipe = GeodiffPipeline(build_tiny_model(end_to_end=False))
     with pytest.raises(InvalidParameterError):
         pipe(class_map(1), num_inference_steps=0)
     with pytest.raises(InvalidParameterError):

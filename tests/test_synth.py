@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,9 @@ from geodiff.io import read_raster
 from geodiff.rasterize import rasterize_bbox
 from geodiff.synth import plan_synthesis, synthesize, synthesize_map
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import make_tiny_model  # noqa: E402
-from town import TOWN  # noqa: E402
-from town import TOWN_BBOX as TOWN_BOUNDS  # noqa: E402
+from tiny_model import make_tiny_model
+from town import TOWN
+from town import TOWN_BBOX as TOWN_BOUNDS
 
 TOWN_BBOX = parse_bbox(TOWN_BOUNDS)
 FAST = dict(steps=3, device="cpu", batch_size=16)
@@ -141,6 +139,23 @@ def test_library_defaults_and_refusals(tiny_model, tmp_path):
         plan_synthesis(TOWN_BBOX, tmp_path / "y.tif", mask_out=tmp_path / "y.tif", model=tiny_model)
     res = synthesize(TOWN_BBOX, tmp_path / "n.tif", osm_path=TOWN, model=tiny_model, write_mask=False, **FAST)
     assert res.mask_path is None and not (tmp_path / "n.mask.tif").exists()
+
+
+def test_options_as_values_plan_like_flat_arguments(tiny_model, tmp_path):
+    """The CLI passes option values; the flat keyword arguments of the library give the same plan."""
+    from geodiff.options import OutputOptions, SamplingOptions, SourceOptions
+
+    out = tmp_path / "x.tif"
+    flat = plan_synthesis(TOWN_BBOX, out, osm_path=TOWN, model=tiny_model, seed=4, cog=True, write_mask=False,
+                          **FAST)  # fmt: skip
+    valued = plan_synthesis(
+        TOWN_BBOX, out, sampling=SamplingOptions(model=tiny_model, seed=4, **FAST),
+        source=SourceOptions(osm_path=TOWN), output=OutputOptions(write_mask=False, cog=True),
+    )  # fmt: skip
+    assert valued.to_dict() == flat.to_dict() and valued.cog and valued.mask_path is None
+    assert valued.source == flat.source and valued.seed == 4
+    with pytest.raises(InvalidParameterError, match="not both"):
+        plan_synthesis(TOWN_BBOX, out, seed=1, sampling=SamplingOptions(model=tiny_model))
 
 
 def test_strips_match_a_single_strip_run(tiny_model, tmp_path):

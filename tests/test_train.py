@@ -17,57 +17,12 @@ from geodiff.cli import main
 from geodiff.errors import ConfigError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder
 from geodiff.train.config import load_config, parse_config
-from geodiff.train.dataset import build_from_mask_folder
 from geodiff.train.loops import diffusion_loss, train_diffusion
-from tests.test_dataset import make_folder
-from tests.test_model import TINY
+
+from tiny_model import TINY, write_config
 
 # one thread: the 2 shared cores are usually busy, and OpenMP threads spin badly under contention
 torch.set_num_threads(1)
-
-TINY_TOML = """
-[data]
-path = "{data}"
-crop = 32
-[model]
-tile_size = 64
-vae_block_channels = [8, 8, 8]
-vae_norm_groups = 4
-unet_block_channels = [8, 16]
-unet_attention_levels = [false, true]
-unet_norm_groups = 4
-attention_head_dim = 4
-map_encoder_channels = [8, 8]
-map_cond_channels = 4
-context_dim = 8
-storage_dtype = "float32"
-[autoencoder]
-steps = 4
-batch_size = 2
-eval_tiles = 2
-[diffusion]
-steps = 4
-batch_size = 2
-[run]
-dir = "{run}"
-threads = 1
-log_every = 1
-checkpoint_every = 2
-"""
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_folder(root / "src", n=2, size=(128, 128))
-    build_from_mask_folder(root / "src", root / "ds", tile_size=64, val_fraction=0.5)
-    return root / "ds"
-
-
-def write_config(tmp_path: Path, dataset: Path, extra: str = "") -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text(TINY_TOML.format(data=dataset, run=tmp_path / "run") + extra)
-    return path
 
 
 def test_autoencoder_loss_decreases() -> None:

@@ -17,10 +17,11 @@ from geodiff.model import GeodiffModel, ModelConfig
 from geodiff.train.config import load_config
 from geodiff.train.dataset import TileDataset
 from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, high_pass, hinge_d_loss
-from geodiff.train.latents import NUM_DIHEDRAL, LatentCache, dihedral
+from geodiff.train.latents import LatentCache
 from geodiff.train.loops import diffusion_loss, lowpass_l1, train_autoencoder, train_diffusion
-from tests.test_model import TINY
-from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
+from geodiff.train.symmetry import NUM_DIHEDRAL, dihedral
+
+from tiny_model import TINY, write_config
 
 GAN = "disc_weight = 0.5\ndisc_start = 2\ndisc_channels = 8\ndisc_layers = 2\n"
 RECIPE = "snr_gamma = 5.0\nlatent_cache = true\ncond_drop = 0.5\n"
@@ -326,7 +327,8 @@ def _finetune_config(
 
 def test_diffusion_trains_on_from_a_pretrained_model(tmp_path: Path, dataset: Path) -> None:  # noqa: F811
     from geodiff.errors import ConfigError
-    from tests.tiny_model import make_tiny_model
+
+    from tiny_model import make_tiny_model
 
     base = make_tiny_model(tmp_path / "base", seed=3, resolution_m=1.0, guidance_scale=1.5)
     ref = GeodiffModel.from_pretrained(base)

@@ -13,24 +13,12 @@ from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_aut
 from geodiff.model.widen import widen_decoder
 from geodiff.train.config import load_config
 from geodiff.train.loops import train_autoencoder
-from tests.test_model import TINY
-from tests.test_train import dataset, write_config  # noqa: F401  (dataset is a fixture)
 
-
-def _trained_looking_vae(seed: int = 0):
-    """The tiny KL autoencoder with its norms and biases moved off their defaults (as training does), so a
-    copy that ignored them, or mixed GroupNorm groups, would decode differently."""
-    torch.manual_seed(seed)
-    vae = build_autoencoder(ModelConfig(**TINY))
-    with torch.no_grad():
-        for p in vae.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    return vae.eval()
+from tiny_model import TINY, trained_looking_vae, write_config
 
 
 def test_widened_decoder_decodes_exactly_as_the_original() -> None:
-    vae = _trained_looking_vae()
+    vae = trained_looking_vae()
     wide = widen_decoder(vae).eval()
     assert isinstance(wide, AsymmetricAutoencoderKL)
     assert list(wide.config.up_block_out_channels) == [16, 16, 16]
@@ -49,7 +37,7 @@ def test_widened_decoder_decodes_exactly_as_the_original() -> None:
 
 def test_the_copies_learn_different_features() -> None:
     """Each channel's two copies get different gradients (the split is not exactly half and half)."""
-    wide = widen_decoder(_trained_looking_vae()).train()
+    wide = widen_decoder(trained_looking_vae()).train()
     opt = torch.optim.SGD(wide.decoder.parameters(), lr=0.5)
     z = torch.randn(2, 4, 8, 8)
     for _ in range(3):
@@ -123,7 +111,7 @@ def test_a_widened_autoencoder_reloads_without_a_config_warning(tmp_path: Path) 
 
     from diffusers.utils import logging as dlog
 
-    widen_decoder(_trained_looking_vae()).save_pretrained(tmp_path / "vae")
+    widen_decoder(trained_looking_vae()).save_pretrained(tmp_path / "vae")
     seen = io.StringIO()
     handler = logging.StreamHandler(seen)
     dlog.get_logger("diffusers").addHandler(handler)

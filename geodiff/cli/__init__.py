@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import click
 
-from geodiff import __version__
+from geodiff._version import __version__
 from geodiff.errors import GeodiffError
 
 # command name -> (module, attribute, short help)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
 from geodiff.cli.options import (
+    bbox_crs_option,
     close_progress,
-    device_option,
+    cluster_options,
+    crs_option,
     make_progress,
-    model_option,
     overwrite_option,
     progress_option,
     sampling_options,
     source_options,
-    threads_option,
-    use_threads,
-    worker_threads,
 )
+from geodiff.options import ClusterOptions, SamplingOptions, SourceOptions
 
 
 @click.command(
@@ -38,10 +36,8 @@ from geodiff.cli.options import (
     "--area", default=None, metavar="W,S,E,N", help="Draw --n-windows random tiles inside this area."
 )
 @click.option("--n-windows", type=int, default=0, help="Number of random windows (with --area).")
-@click.option(
-    "--bbox-crs", default="EPSG:4326", show_default=True, metavar="CRS", help="CRS of --area/--windows."
-)
-@click.option("--crs", default=None, metavar="CRS", help="Output CRS. Default: UTM zone of each window.")
+@bbox_crs_option("CRS of --area/--windows.")
+@crs_option("Output CRS. Default: UTM zone of each window.")
 @source_options
 @click.option("--seeds-per-window", type=int, default=1, show_default=True, help="Samples per window.")
 @click.option(
@@ -52,20 +48,14 @@ from geodiff.cli.options import (
     help="Random windows: minimum fraction of non-background map pixels (0..1).",
 )
 @click.option("--format", "fmt", type=click.Choice(["tif", "png"]), default="tif", show_default=True)
-@model_option
 @sampling_options(seed_help="First seed (also picks the random windows).")
-@device_option
-@threads_option
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Dataset folder to create."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Render the samples as tasks on a local Dask cluster of N worker processes.",
+@cluster_options(
+    workers_help="Render the samples as tasks on a local Dask cluster of N worker processes.",
+    scheduler_help="Render on an existing Dask cluster.",
 )
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Render on an existing Dask cluster.")
 @progress_option
 @overwrite_option
 def augment(
@@ -74,23 +64,13 @@ def augment(
     n_windows: int,
     bbox_crs: str,
     crs: str | None,
-    osm_path: Path | None,
-    vector_path: Path | None,
-    class_field: str,
+    source: SourceOptions,
     seeds_per_window: int,
-    seed: int,
     min_labeled: float,
     fmt: str,
-    model: str | None,
-    steps: int | None,
-    sampler: str,
-    guidance_scale: float | None,
-    device: str,
-    threads: int | None,
-    batch_size: int,
+    sampling: SamplingOptions,
     out_dir: Path,
-    workers: int | None,
-    scheduler: str | None,
+    cluster: ClusterOptions,
     progress_mode: str,
     overwrite: bool,
 ) -> None:
@@ -107,43 +87,28 @@ def augment(
 
     if (windows_path is None) == (area is None):
         raise InvalidParameterError("give exactly one of --windows FILE or --area W,S,E,N (with --n-windows)")
-    for p, name in ((osm_path, "--osm"), (vector_path, "--vector")):
+    for p, name in ((source.osm_path, "--osm"), (source.vector_path, "--vector")):
         if p is not None and not p.exists():
             raise InputNotFoundError(f"{name} {p} does not exist")
     windows = read_windows(windows_path, bbox_crs) if windows_path is not None else None
     box = parse_bbox(area, crs=bbox_crs) if area is not None else None
     progress = make_progress(progress_mode, "augment")
-    with contextlib.ExitStack() as stack:
-        client = None
-        if workers is not None or scheduler is not None:
-            from geodiff.distributed import dask_client
-
-            client = stack.enter_context(dask_client(workers, scheduler, worker_threads(threads)))
-        else:
-            use_threads(threads)
-        stack.callback(close_progress, progress)
+    try:
         result = generate_dataset(
             out_dir,
             windows=windows,
             area=box,
             n_windows=n_windows,
             seeds_per_window=seeds_per_window,
-            seed=seed,
-            model=model,
-            osm_path=osm_path,
-            vector_path=vector_path,
-            class_field=class_field,
             crs=crs,
-            steps=steps,
-            sampler=sampler,  # type: ignore[arg-type]
-            guidance_scale=guidance_scale,
-            device=device,
-            batch_size=batch_size,
             fmt=fmt,  # type: ignore[arg-type]
             min_labeled=min_labeled,
             overwrite=overwrite,
             progress=progress,
-            client=client,
-            threads_per_worker=worker_threads(threads),
+            sampling=sampling,
+            source=source,
+            cluster=cluster,
         )
+    finally:
+        close_progress(progress)
     click.echo(f"Wrote {result.n_samples} pairs to {result.out_dir} in {result.seconds:.0f} s", err=True)

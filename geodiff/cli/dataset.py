@@ -6,8 +6,16 @@ from pathlib import Path
 
 import click
 
-from geodiff.cli.options import close_progress, make_progress, overwrite_option, progress_option
+from geodiff.cli.options import (
+    close_progress,
+    make_progress,
+    overwrite_option,
+    progress_option,
+    seed_option,
+    source_options,
+)
 from geodiff.errors import InvalidParameterError
+from geodiff.options import SourceOptions
 from geodiff.settings import DEFAULT_RESOLUTION_M, TILE_SIZE
 
 
@@ -30,17 +38,7 @@ def dataset() -> None:
     default=None,
     help="A georeferenced RGB GeoTIFF; its class map comes from --osm or --vector.",
 )
-@click.option(
-    "--osm", "osm_path", type=click.Path(path_type=Path), default=None, help="OSM file of the area."
-)
-@click.option(
-    "--vector",
-    "vector_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="GeoJSON/GeoPackage with a class attribute.",
-)
-@click.option("--class-field", default="class", show_default=True)
+@source_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output dataset folder.")
 @click.option(
     "--colors",
@@ -68,7 +66,7 @@ def dataset() -> None:
     show_default=True,
     help="Fraction of source images held out as the fixed validation split.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option("Seed of the train/validation split.", type=int)
 @click.option(
     "--tolerance",
     type=click.IntRange(0, 255),
@@ -88,9 +86,7 @@ def dataset() -> None:
 def build(
     images: Path | None,
     orthophoto: Path | None,
-    osm_path: Path | None,
-    vector_path: Path | None,
-    class_field: str,
+    source: SourceOptions,
     out: Path,
     colors: str,
     resolution: float,
@@ -130,9 +126,9 @@ def build(
             manifest = build_from_orthophoto(
                 orthophoto,
                 out,
-                osm_path=osm_path,
-                vector_path=vector_path,
-                class_field=class_field,  # type: ignore[arg-type]
+                osm_path=source.osm_path,
+                vector_path=source.vector_path,
+                class_field=source.class_field,
                 resolution_m=resolution,
                 tile_size=tile_size,
                 stride=stride,

@@ -14,9 +14,11 @@ from geodiff.cli.options import (
     model_option,
     overwrite_option,
     progress_option,
+    seed_option,
+    steps_option,
     threads_option,
-    use_threads,
 )
+from geodiff.options import use_threads
 
 
 @click.command(
@@ -49,13 +51,11 @@ from geodiff.cli.options import (
 @click.option(
     "--segnet-steps", type=int, default=600, show_default=True, help="Training steps for the seg net."
 )
-@click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps per tile.")
+@steps_option("Denoising steps per tile.", default=20, show_default=True)
 @click.option(
     "--limit", type=int, default=32, show_default=True, help="Held-out tiles to synthesize and compare."
 )
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the first tile (tile i uses seed+i)."
-)
+@seed_option("Seed of the first tile (tile i uses seed+i).")
 @guidance_option
 @device_option
 @threads_option

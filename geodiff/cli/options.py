@@ -2,20 +2,40 @@
 
 In the manner of ``rasterio.rio.options``: each option is a decorator; options whose values need checking
 carry a callback that returns the validated object (``--bbox`` gives a :class:`~geodiff.grid.BBox` in the
-``--bbox-crs``), so a command body receives ready values and only calls the library.
+``--bbox-crs``), and option groups arrive gathered into the library's values (:mod:`geodiff.options`:
+``sampling``, ``source``, ``output``, ``cluster``), so a command body receives ready values and passes them
+whole to the library: an option cannot be parsed and then forgotten on the way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from geodiff.errors import InvalidParameterError
+from geodiff.options import WORKER_THREADS, ClusterOptions, OutputOptions, SamplingOptions, SourceOptions
 from geodiff.progress import JsonLinesProgress, TqdmProgress
 
 F = Callable[..., Any]
+
+
+def _gathered(name: str, build: Callable[..., Any], params: tuple[str, ...]) -> Callable[[F], F]:
+    """Hand the command one value ``name=build(**those params)`` instead of the separate ``params``."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{p: kwargs.pop(p) for p in params})
+            return f(*args, **kwargs)
+
+        return command
+
+    return decorate
 
 
 def _bbox_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -27,18 +47,31 @@ def _bbox_callback(ctx: click.Context, param: click.Parameter, value: str | None
     return parse_bbox(value, crs=ctx.params.get("bbox_crs") or "EPSG:4326")
 
 
+def crs_option(
+    help: str = "Output grid CRS, projected in metres. Default: the UTM zone of the bbox centre.",
+) -> Callable[[F], F]:
+    return click.option("--crs", "crs", default=None, metavar="CRS", help=help)
+
+
+def bbox_crs_option(
+    help: str = "CRS of the --bbox numbers (only describes the area; the grid is metric).",
+) -> Callable[[F], F]:
+    return click.option(
+        "--bbox-crs",
+        default="EPSG:4326",
+        show_default=True,
+        metavar="CRS",
+        is_eager=True,  # parsed before --bbox, whose callback needs it
+        help=help,
+    )
+
+
 def bbox_options(required: bool = True, output_crs: bool = True) -> Callable[[F], F]:
     """``--bbox`` (-> a validated :class:`~geodiff.grid.BBox`), ``--bbox-crs`` and ``--crs``."""
 
     def decorate(f: F) -> F:
         if output_crs:
-            f = click.option(
-                "--crs",
-                "crs",
-                default=None,
-                metavar="CRS",
-                help="Output grid CRS, projected in metres. Default: the UTM zone of the bbox centre.",
-            )(f)
+            f = crs_option()(f)
         f = click.option(
             "--bbox",
             required=required,
@@ -47,20 +80,15 @@ def bbox_options(required: bool = True, output_crs: bool = True) -> Callable[[F]
             callback=_bbox_callback,
             help="Area as west,south,east,north (lon/lat degrees unless --bbox-crs).",
         )(f)
-        return click.option(
-            "--bbox-crs",
-            default="EPSG:4326",
-            show_default=True,
-            metavar="CRS",
-            is_eager=True,  # parsed before --bbox, whose callback needs it
-            help="CRS of the --bbox numbers (only describes the area; the grid is metric).",
-        )(f)
+        return bbox_crs_option()(f)
 
     return decorate
 
 
 def source_options(f: F) -> F:
-    """``--osm``, ``--vector``, ``--class-field``: where the map comes from (neither: Overpass)."""
+    """``--osm``, ``--vector``, ``--class-field`` -> ``source``: a :class:`~geodiff.options.SourceOptions`
+    (neither file: Overpass)."""
+    f = _gathered("source", SourceOptions, ("osm_path", "vector_path", "class_field"))(f)
     f = click.option(
         "--class-field",
         default="class",
@@ -97,9 +125,6 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
-WORKER_THREADS = 1  # torch threads per Dask worker process when --threads is not given
-
-
 def threads_option(f: F) -> F:
     return click.option(
         "--threads",
@@ -108,13 +133,8 @@ def threads_option(f: F) -> F:
         metavar="N",
         help="CPU threads for torch; with --workers/--scheduler, per worker process. "
         f"Default: torch's choice (all cores) here, {WORKER_THREADS} per worker.",
+        callback=lambda _ctx, _param, value: check_threads(value),
     )(f)
-
-
-def worker_threads(threads: int | None) -> int:
-    """``--threads`` for each worker process of --workers/--scheduler (default ``WORKER_THREADS``: several
-    workers share the machine's cores)."""
-    return check_threads(threads) or WORKER_THREADS
 
 
 MAX_THREADS_PER_CORE = 4  # more torch threads than this only thrash (and 100000 exhausts the process)
@@ -134,12 +154,16 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def use_threads(threads: int | None) -> None:
-    """Apply ``--threads`` to this process (a shared machine, or several jobs side by side)."""
-    if check_threads(threads):
-        import torch
+def cluster_options(workers_help: str, scheduler_help: str) -> Callable[[F], F]:
+    """``--workers``, ``--scheduler``, ``--threads`` -> ``cluster``: a :class:`~geodiff.options.ClusterOptions`."""
 
-        torch.set_num_threads(threads)
+    def decorate(f: F) -> F:
+        f = _gathered("cluster", ClusterOptions, ("workers", "scheduler", "threads"))(f)
+        f = threads_option(f)
+        f = click.option("--scheduler", default=None, metavar="ADDRESS", help=scheduler_help)(f)
+        return click.option("--workers", type=click.IntRange(min=1), default=None, help=workers_help)(f)
+
+    return decorate
 
 
 def guidance_option(f: F) -> F:
@@ -152,10 +176,29 @@ def guidance_option(f: F) -> F:
     )(f)
 
 
+def seed_option(help: str = "Random seed; same seed + place = same image.", **kw: Any) -> Callable[[F], F]:
+    """``--seed`` (a sampling seed >= 0 unless ``kw`` says otherwise)."""
+    kw = {"type": click.IntRange(min=0), "default": 0, "show_default": True, **kw}
+    return click.option("--seed", help=help, **kw)
+
+
+def steps_option(
+    help: str = "Denoising steps, 1..1000. Default: 20 (dpm), 1000 (ddpm).", **kw: Any
+) -> Callable[[F], F]:
+    """``--steps`` (denoising steps; default: the sampler's unless ``kw`` says otherwise)."""
+    kw = {"type": click.IntRange(1, 1000), "default": None, **kw}
+    return click.option("--steps", help=help, **kw)
+
+
 def sampling_options(seed_help: str = "Random seed; same seed + place = same image.") -> Callable[[F], F]:
-    """``--seed``, ``--steps``, ``--sampler``, ``--guidance-scale``, ``--batch-size`` (library defaults)."""
+    """``--model``, ``--seed``, ``--steps``, ``--sampler``, ``--guidance-scale``, ``--batch-size``, ``--device``
+    -> ``sampling``: a :class:`~geodiff.options.SamplingOptions` (library defaults)."""
 
     def decorate(f: F) -> F:
+        f = _gathered(
+            "sampling", SamplingOptions, tuple(fl.name for fl in dataclasses.fields(SamplingOptions))
+        )(f)
+        f = device_option(f)
         f = click.option(
             "--batch-size",
             type=click.IntRange(min=1),
@@ -171,17 +214,33 @@ def sampling_options(seed_help: str = "Random seed; same seed + place = same ima
             show_default=True,
             help="dpm = DPM-Solver++ 2M (fast); ddpm = 1000-step ancestral reference sampler.",
         )(f)
-        f = click.option(
-            "--steps",
-            type=click.IntRange(1, 1000),
-            default=None,
-            help="Denoising steps, 1..1000. Default: 20 (dpm), 1000 (ddpm).",
-        )(f)
-        return click.option(
-            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help=seed_help
-        )(f)
+        f = steps_option()(f)
+        f = seed_option(seed_help)(f)
+        return model_option(f)
 
     return decorate
+
+
+def _output(mask_out: Path | None, no_mask: bool, cog: bool | None, overwrite: bool) -> OutputOptions:
+    if no_mask and mask_out is not None:
+        raise InvalidParameterError("--no-mask and --mask-out contradict each other: give one of them")
+    return OutputOptions(mask_out=mask_out, write_mask=not no_mask, overwrite=overwrite, cog=cog)
+
+
+def output_options(f: F) -> F:
+    """``--mask-out``, ``--no-mask``, ``--cog/--no-cog``, ``--overwrite`` -> ``output``: an
+    :class:`~geodiff.options.OutputOptions`."""
+    f = _gathered("output", _output, ("mask_out", "no_mask", "cog", "overwrite"))(f)
+    f = overwrite_option(f)
+    f = click.option(
+        "--cog/--no-cog",
+        default=None,
+        help="Cloud-Optimized GeoTIFF outputs with overviews. Default: for areas over GEODIFF_COG_MIN_PIXELS.",
+    )(f)
+    f = click.option("--no-mask", is_flag=True, help="Do not write the semantic map.")(f)
+    return output_path(
+        "--mask-out", "Where to write the paired semantic map. Default: <out>.mask.tif beside --out."
+    )(f)
 
 
 def progress_option(f: F) -> F:

@@ -15,6 +15,7 @@ from geodiff.cli.options import (
     progress_option,
     source_options,
 )
+from geodiff.options import SourceOptions
 
 
 @click.command(
@@ -41,9 +42,7 @@ def rasterize(
     bbox,
     bbox_crs: str,
     crs: str | None,
-    osm_path: Path | None,
-    vector_path: Path | None,
-    class_field: str,
+    source: SourceOptions,
     resolution: float | None,
     out_path: Path,
     preview_path: Path | None,
@@ -70,9 +69,9 @@ def rasterize(
             preview=preview_path,
             resolution=resolution,
             crs=crs,
-            osm_path=osm_path,
-            vector_path=vector_path,
-            class_field=class_field,
+            osm_path=source.osm_path,
+            vector_path=source.vector_path,
+            class_field=source.class_field,
             allow_empty=allow_empty,
             overwrite=overwrite,
             progress=progress,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,20 +11,17 @@ import click
 from geodiff.cli.options import (
     bbox_options,
     close_progress,
-    device_option,
+    cluster_options,
     echo_event,
     make_progress,
-    model_option,
+    output_options,
     output_path,
-    overwrite_option,
     progress_option,
     sampling_options,
     source_options,
-    threads_option,
-    use_threads,
-    worker_threads,
 )
 from geodiff.errors import InvalidParameterError
+from geodiff.options import ClusterOptions, OutputOptions, SamplingOptions, SourceOptions
 
 
 @click.command(
@@ -40,12 +38,8 @@ from geodiff.errors import InvalidParameterError
 @bbox_options(required=False)
 @source_options
 @output_path("--out", "Output RGB GeoTIFF.", required=True, param="out_path")
-@output_path("--mask-out", "Where to write the paired semantic map. Default: <out>.mask.tif beside --out.")
-@click.option("--no-mask", is_flag=True, help="Do not write the semantic map.")
-@model_option
+@output_options
 @sampling_options()
-@device_option
-@threads_option
 @click.option(
     "--resolution",
     type=float,
@@ -56,54 +50,28 @@ from geodiff.errors import InvalidParameterError
 @click.option(
     "--no-blend", is_flag=True, help="Independent, non-overlapping tiles (seams visible; for comparison)."
 )
-@click.option(
-    "--cog/--no-cog",
-    default=None,
-    help="Cloud-Optimized GeoTIFF outputs with overviews. Default: for areas over GEODIFF_COG_MIN_PIXELS.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Run strips as tasks on a local Dask cluster of N worker processes (one per GPU on a multi-GPU "
-    "machine); resumable: run the same command again to finish an interrupted run.",
-)
-@click.option(
-    "--scheduler",
-    default=None,
-    metavar="ADDRESS",
-    help="Run on an existing Dask cluster (tcp://host:8786); Dask's config/DASK_SCHEDULER_ADDRESS also work.",
+@cluster_options(
+    workers_help="Run strips as tasks on a local Dask cluster of N worker processes (one per GPU on a "
+    "multi-GPU machine); resumable: run the same command again to finish an interrupted run.",
+    scheduler_help="Run on an existing Dask cluster (tcp://host:8786); Dask's config/DASK_SCHEDULER_ADDRESS "
+    "also work.",
 )
 @click.option("--dry-run", is_flag=True, help="Print grid size, window count and estimated time, then stop.")
 @progress_option
-@overwrite_option
 def synth(
     sample: bool,
     bbox,
     bbox_crs: str,
     crs: str | None,
-    osm_path: Path | None,
-    vector_path: Path | None,
-    class_field: str,
+    source: SourceOptions,
     out_path: Path,
-    mask_out: Path | None,
-    no_mask: bool,
-    model: str | None,
-    seed: int,
-    steps: int | None,
-    sampler: str,
-    guidance_scale: float | None,
-    batch_size: int,
-    device: str,
-    threads: int | None,
+    output: OutputOptions,
+    sampling: SamplingOptions,
     resolution: float | None,
     no_blend: bool,
-    cog: bool | None,
-    workers: int | None,
-    scheduler: str | None,
+    cluster: ClusterOptions,
     dry_run: bool,
     progress_mode: str,
-    overwrite: bool,
 ) -> None:
     """Synthesize a seamless, georeferenced aerial image of an area from its OpenStreetMap map.
 
@@ -117,41 +85,30 @@ def synth(
     from geodiff.synth import plan_synthesis, synthesize
 
     if sample:
-        if bbox or osm_path or vector_path:
+        if bbox or source.osm_path or source.vector_path:
             raise InvalidParameterError(
                 "--sample brings its own area and data: leave out --bbox/--osm/--vector"
             )
         area = sample_area()
-        bbox, vector_path = area.bbox, area.vector_path
+        bbox, source = area.bbox, dataclasses.replace(source, vector_path=area.vector_path)
     elif bbox is None:
         raise InvalidParameterError("give --bbox W,S,E,N (or --sample for the embedded offline sample area)")
-    if no_mask and mask_out is not None:
-        raise InvalidParameterError("--no-mask and --mask-out contradict each other: give one of them")
+    if dry_run:  # a dry run writes nothing, so an existing output is no reason to stop
+        output = dataclasses.replace(output, overwrite=True)
     plan = plan_synthesis(
         bbox,
         out_path,
-        mask_out=mask_out,
-        write_mask=not no_mask,
-        osm_path=osm_path,
-        vector_path=vector_path,
-        class_field=class_field,
-        model=model,
-        seed=seed,
-        steps=steps,
-        sampler=sampler,  # type: ignore[arg-type]
-        guidance_scale=guidance_scale,
-        device=device,
-        batch_size=batch_size,
         resolution=resolution,
         crs=crs,
         blend=not no_blend,
-        overwrite=overwrite
-        or dry_run,  # a dry run writes nothing, so an existing output is no reason to stop
         estimate=True,
+        sampling=sampling,
+        source=source,
+        output=output,
     )
-    distributed = workers is not None or scheduler is not None
+    workers, scheduler = cluster.workers, cluster.scheduler
     info = plan.to_dict()
-    if distributed:
+    if cluster.distributed:
         from geodiff.distributed import estimate_distributed_seconds
 
         estimate = estimate_distributed_seconds(plan, workers or 1)
@@ -161,7 +118,7 @@ def synth(
             click.echo(json.dumps({"event": "plan", **info}))
         else:
             click.echo(plan.describe())
-            if distributed:
+            if cluster.distributed:
                 where = f"{workers} local worker(s)" if workers else f"the cluster at {scheduler}"
                 click.echo(
                     f"distributed: {len(plan.strips)} task(s) (one per strip) on {where}"
@@ -181,19 +138,12 @@ def synth(
     elif progress_mode == "bar":
         click.echo(plan.describe(), err=True)
     try:
-        if distributed:
+        if cluster.distributed:
             from geodiff.distributed import synthesize_distributed
 
-            result = synthesize_distributed(
-                plan,
-                workers,
-                scheduler,
-                threads_per_worker=worker_threads(threads),
-                progress=progress,
-                on_event=on_event,
-            )
+            result = synthesize_distributed(plan, cluster=cluster, progress=progress, on_event=on_event)
         else:
-            use_threads(threads)
+            cluster.use_threads()
             result = synthesize(plan, progress=progress, on_event=on_event)
     finally:
         close_progress(progress)

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from geodiff.cli.options import close_progress, make_progress, progress_option
-
-_config = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="TOML training config (see configs/*.toml).",
-)
-_resume = click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).",
-)
-_max_minutes = click.option(
-    "--max-minutes",
-    type=float,
-    default=None,
-    help="Stop, checkpoint and save after this many minutes (overrides the config).",
-)
-_steps = click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
 
 
 def _load(config_path: Path, section: str, max_minutes: float | None, steps: int | None):  # noqa: ANN202
@@ -51,44 +32,56 @@ def train() -> None:
     """Train the autoencoder, then the map-conditioned diffusion model."""
 
 
-@train.command()
-@_config
-@_resume
-@_max_minutes
-@_steps
-@progress_option
-def autoencoder(
-    config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
-) -> None:
-    """Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}."""
-    from geodiff.train.loops import train_autoencoder
+def _stage(section: str, loop: str, doc: str, done: Callable[[Path], str]) -> click.Command:
+    """One ``geodiff train <section>`` command: both stages take the same options and differ only in the
+    training loop they run and what they report."""
 
-    cfg = _load(config_path, "autoencoder", max_minutes, steps)
-    progress = make_progress(progress_mode, "autoencoder")
-    try:
-        folder = train_autoencoder(cfg, resume=resume, progress=progress)
-    finally:
-        close_progress(progress)
-    metrics = (folder.parent / "metrics.json").read_text()
-    click.echo(f"autoencoder saved to {folder}\n{metrics}")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="TOML training config (see configs/*.toml).",
+    )
+    @click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue from the run folder's checkpoint.pt (starts fresh when there is none).",
+    )
+    @click.option(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="Stop, checkpoint and save after this many minutes (overrides the config).",
+    )
+    @click.option("--steps", type=int, default=None, help="Total training steps (overrides the config).")
+    @progress_option
+    def command(
+        config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
+    ) -> None:
+        from geodiff.train import loops
+
+        cfg = _load(config_path, section, max_minutes, steps)
+        progress = make_progress(progress_mode, section)
+        try:
+            folder = getattr(loops, loop)(cfg, resume=resume, progress=progress)
+        finally:
+            close_progress(progress)
+        click.echo(done(folder))
+
+    command.__doc__ = doc
+    return train.command(section)(command)
 
 
-@train.command()
-@_config
-@_resume
-@_max_minutes
-@_steps
-@progress_option
-def diffusion(
-    config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
-) -> None:
-    """Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder."""
-    from geodiff.train.loops import train_diffusion
-
-    cfg = _load(config_path, "diffusion", max_minutes, steps)
-    progress = make_progress(progress_mode, "diffusion")
-    try:
-        folder = train_diffusion(cfg, resume=resume, progress=progress)
-    finally:
-        close_progress(progress)
-    click.echo(f"model saved to {folder}")
+_stage(
+    "autoencoder",
+    "train_autoencoder",
+    "Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}.",
+    lambda folder: f"autoencoder saved to {folder}\n{(folder.parent / 'metrics.json').read_text()}",
+)
+_stage(
+    "diffusion",
+    "train_diffusion",
+    "Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder.",
+    lambda folder: f"model saved to {folder}",
+)

@@ -16,8 +16,7 @@ Submodules are imported on first use so ``import geodiff.evaluate`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from geodiff._lazy import lazy_exports
 
 _EXPORTS = {
     "seam_ratio": "seams",
@@ -44,7 +43,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})

@@ -86,7 +86,8 @@ def augmentation_experiment(
     (``segnet_steps``, ``segnet_base``, ``crop``, ``batch_size``) are used for every arm. Each value F of
     ``synthetic_fractions`` (0 < F < 1) adds the arm ``real+synthetic@F``.
     """
-    from geodiff.evaluate.run import load_model, resolve_device, synthesize_tiles
+    from geodiff.evaluate.run import load_model, synthesize_tiles
+    from geodiff.models import resolve_device
 
     t0 = time.monotonic()
     if len(seeds) < 1:
@@ -130,7 +131,7 @@ def augmentation_experiment(
         arms[f"real+synthetic@{f:g}"] = (union, weights)
     if synthetic_only:
         arms["synthetic"] = (synthetic, None)
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     cfg = SegNetConfig(base_channels=segnet_base)
     results: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
     n_runs, done = len(arms) * len(seeds), 0

@@ -34,6 +34,7 @@ from geodiff.evaluate.segmentation import (
     train_segnet,
 )
 from geodiff.io import write_png
+from geodiff.models import resolve_device
 from geodiff.progress import ProgressCallback, report, scaled
 
 
@@ -42,13 +43,6 @@ def load_model(model_dir: str | os.PathLike[str] | None, device: str = "auto") -
     from geodiff.models import load_model as _load
 
     return _load(model_dir, device)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' | 'cpu' | 'cuda[:N]' -> torch device, with geodiff's error for a missing GPU."""
-    from geodiff.models import resolve_device as _resolve
-
-    return torch.device(_resolve(device))
 
 
 def synthesize_tiles(
@@ -238,7 +232,7 @@ def evaluate_model(
             notes.append(f"only {len(test)} held-out tiles available (limit {limit})")
         ev = test.subset(range(min(limit, len(test))))
 
-        dev = resolve_device(device)
+        dev = torch.device(resolve_device(device))
         if seg_net is not None:
             net: SegNet = load_segnet(seg_net, device=dev)
             seg_path = Path(seg_net)

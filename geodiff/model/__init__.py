@@ -6,7 +6,9 @@ See docs/ARCHITECTURE.md, "Model contract". Names are imported lazily: reading a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from geodiff._lazy import lazy_exports
 
 _LAZY = {
     "Conditioning": "geodiff.model.conditioning",
@@ -38,11 +40,4 @@ if TYPE_CHECKING:
     from geodiff.model.core import GeodiffModel, build_autoencoder, build_scheduler_config, load_autoencoder
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'geodiff.model' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

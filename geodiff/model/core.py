@@ -30,6 +30,7 @@ from geodiff.classes import CLASSES
 from geodiff.errors import ModelError
 from geodiff.model.conditioning import Conditioning, MapConditioner
 from geodiff.model.config import ModelConfig
+from geodiff.model.folder import model_folder
 
 SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
 MAX_SHARD_SIZE = "15MB"
@@ -461,7 +462,7 @@ class GeodiffModel(nn.Module):
         geodiff.errors.ModelError
             When the folder is missing or incomplete (the message lists what is missing and how to get a model).
         """
-        root = _resolve(path_or_hub_id)
+        root = model_folder(path_or_hub_id)
         cfg_path = root / "config.json"
         missing = [] if cfg_path.is_file() else ["config.json"]
         if missing:
@@ -511,27 +512,6 @@ class GeodiffModel(nn.Module):
         if device is not None:
             model.to(device)
         return model
-
-
-def _resolve(path_or_hub_id: str | os.PathLike[str]) -> Path:
-    path = Path(path_or_hub_id).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelError(
-                f"{path} is a file; a model is a folder with config.json, vae/, unet/, scheduler/"
-            )
-        return path
-    text = str(path_or_hub_id)
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(text))
-        except Exception as exc:
-            raise ModelError(
-                f"model {text!r} is neither a local folder nor a reachable hub repo ({exc}). {_HOW_TO_GET}"
-            ) from exc
-    raise ModelError(f"model folder {path} does not exist. {_HOW_TO_GET}")
 
 
 def _check_classes(path: Path, cfg: ModelConfig) -> None:

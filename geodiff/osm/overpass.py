@@ -31,7 +31,7 @@ from typing import Any
 import geopandas as gpd
 import requests
 
-from geodiff import __version__
+from geodiff._version import __version__
 from geodiff.classes import overpass_tag_filter
 from geodiff.errors import EmptyAreaError, InvalidParameterError, OverpassError
 from geodiff.grid import BBox

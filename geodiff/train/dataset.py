@@ -473,7 +473,7 @@ class TileDataset:
     def _item(self, i: int, generator: Any = None) -> dict[str, Any]:
         import torch
 
-        from geodiff.train.latents import NUM_DIHEDRAL, dihedral
+        from geodiff.train.symmetry import NUM_DIHEDRAL, dihedral
 
         img, m = self.images[i], self.masks[i]
         t = img.shape[0]

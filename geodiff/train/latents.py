@@ -21,21 +21,11 @@ import torch
 
 from geodiff.errors import DataError
 from geodiff.progress import ProgressCallback, report
+from geodiff.train.symmetry import NUM_DIHEDRAL, dihedral
 
 if TYPE_CHECKING:
     from geodiff.model import GeodiffModel
     from geodiff.train.dataset import TileDataset
-
-#: The 8 symmetries of the square: k % 4 quarter turns, then a left-right mirror when k >= 4.
-NUM_DIHEDRAL = 8
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Transform ``x`` (``[..., H, W]``) by the ``k``-th symmetry of the square (``0 <= k < 8``)."""
-    if not 0 <= k < NUM_DIHEDRAL:
-        raise ValueError(f"dihedral index must be 0..7, got {k}")
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
 def _fingerprint(model: GeodiffModel, ds: TileDataset) -> str:

@@ -35,7 +35,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from diffusers.utils.torch_utils import randn_tensor
 
 from geodiff.classes import IGNORE
-from geodiff.errors import ConfigError, DataError, InputNotFoundError, ModelError
+from geodiff.errors import ConfigError, DataError, InputNotFoundError, InvalidParameterError, ModelError
 from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
@@ -62,13 +62,13 @@ DIFF_DIR = "diffusion"
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            'run.device asks for cuda but no CUDA GPU is available; use device = "auto" or "cpu"'
-        )
-    return torch.device(name)
+    """``run.device`` -> a torch device (:func:`geodiff.models.resolve_device`, errors as config errors)."""
+    from geodiff.models import resolve_device
+
+    try:
+        return torch.device(resolve_device(name))
+    except InvalidParameterError as exc:
+        raise ConfigError(f"run.device: {exc}") from exc
 
 
 def _setup(cfg: TrainConfig) -> torch.device:
