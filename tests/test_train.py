@@ -105,6 +105,14 @@ def test_end_to_end_resume_and_cli(tmp_path: Path, dataset: Path) -> None:
     assert (ae_exports / "step-0000004" / "vae" / "config.json").exists()
     assert (ae_exports / "step-0000004" / "metrics.json").exists()
     assert model.config.resolution_m == cfg.model.resolution_m
+    # a rerun of a run whose time budget is spent trains no further step (scripts rerun whole recipes)
+    cfg.diffusion.steps, cfg.diffusion.max_minutes = 100, 1e-6
+    train_diffusion(cfg, resume=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "diffusion" / "log.csv").open()))
+    assert int(rows[-1]["step"]) == 6
+    again = GeodiffModel.from_pretrained(out)
+    for (name, b), c in zip(final.unet.state_dict().items(), again.unet.state_dict().values(), strict=True):
+        assert torch.equal(b, c), name
 
 
 def test_diffusion_needs_an_autoencoder(tmp_path: Path, dataset: Path) -> None:

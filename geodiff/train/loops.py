@@ -654,7 +654,10 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         card.update(step=step, train_seconds=round(prior + time.monotonic() - start, 1))
         export_model(model, ema, cfg.output_dir, card)
 
-    while step < sec.steps:
+    spent = (
+        bool(sec.max_minutes) and prior >= sec.max_minutes * 60
+    )  # a rerun of a finished run trains no step
+    while step < sec.steps and not spent:
         latents, cmap = next_batch()
         with _autocast(cfg, device):
             loss = diffusion_loss(
