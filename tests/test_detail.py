@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from geodiff.errors import ConfigError, ModelError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_autoencoder
-from geodiff.model.detail import (
+from geodiff.train.surgery.detail import (
     add_latent_channels,
     add_unet_latent_channels,
     freeze_old_channels,

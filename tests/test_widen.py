@@ -10,7 +10,7 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from geodiff.errors import ConfigError, ModelError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_autoencoder
-from geodiff.model.widen import widen_decoder
+from geodiff.train.surgery.widen import widen_decoder
 from geodiff.train.config import load_config
 from geodiff.train.loops import train_autoencoder
 
