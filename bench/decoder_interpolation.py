@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from geodiff.model import load_autoencoder
-from geodiff.train.surgery.mix import mix_decoders
 from geodiff.train.dataset import TileDataset
 from geodiff.train.loops import evaluate_autoencoder
+from geodiff.train.surgery.mix import mix_decoders
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

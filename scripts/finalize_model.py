@@ -1,6 +1,6 @@
 """Kept so the commands recorded in older model cards and results still run: ``geodiff model finalize``.
 
-    python scripts/finalize_model.py MODEL DATA [options]  ==  geodiff model finalize MODEL DATA [options]
+python scripts/finalize_model.py MODEL DATA [options]  ==  geodiff model finalize MODEL DATA [options]
 """
 
 import sys

@@ -145,7 +145,9 @@ def _baselines(f: dict[str, Path], tmp: Path) -> dict[tuple[str, ...], list[dict
         ("train", "diffusion"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("models",): [{}],
         # positional arguments: a key without a value
-        ("model", "mix-decoders"): [{str(f["vae_a"]): None, str(f["vae_b"]): None, "--alpha": 0.8, "--out": tmp / "mix"}],
+        ("model", "mix-decoders"): [
+            {str(f["vae_a"]): None, str(f["vae_b"]): None, "--alpha": 0.8, "--out": tmp / "mix"}
+        ],
         ("model", "finalize"): [{str(f["data"]): None, str(f["images"]): None}],
     }
 

@@ -175,7 +175,8 @@ def test_bad_toml(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    for path in sorted(Path(__file__).resolve().parent.parent.glob("configs/*.toml")):
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted([*root.glob("configs/*.toml"), *root.glob("experiments/configs/*.toml")]):
         load_config(path)
 
 

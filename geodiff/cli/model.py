@@ -80,7 +80,11 @@ def mix_decoders(a: Path, b: Path, alpha: float, out: Path) -> None:
 )
 @click.option("--tiles", type=int, default=4, show_default=True, help="Validation tiles in samples.png.")
 @click.option(
-    "--eval-tiles", type=int, default=145, show_default=True, help="Validation tiles the autoencoder is scored on."
+    "--eval-tiles",
+    type=int,
+    default=145,
+    show_default=True,
+    help="Validation tiles the autoencoder is scored on.",
 )
 def finalize(
     model_dir: Path,

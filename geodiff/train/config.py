@@ -247,7 +247,7 @@ def _check_stage(sec: AutoencoderSection, source: str) -> None:
         )
     if (sec.stage == "grow-latents") != (sec.extra_latent_channels > 0):
         raise ConfigError(
-            f"{source}: autoencoder.extra_latent_channels (> 0) goes with stage = \"grow-latents\" and only with it"
+            f'{source}: autoencoder.extra_latent_channels (> 0) goes with stage = "grow-latents" and only with it'
         )
 
 

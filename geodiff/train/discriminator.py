@@ -100,9 +100,13 @@ class Adversary:
     adaptively, times ``disc_weight``) from ``disc_warmup`` steps later."""
 
     def __init__(self, sec: Any, device: torch.device) -> None:
-        self.disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers, sec.disc_highpass).to(device).train()
+        self.disc = (
+            PatchDiscriminator(3, sec.disc_channels, sec.disc_layers, sec.disc_highpass).to(device).train()
+        )
         # the GAN literature's betas: a short momentum keeps the two players from overshooting
-        self.opt = torch.optim.AdamW(self.disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0)
+        self.opt = torch.optim.AdamW(
+            self.disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0
+        )
         self.start, self.warmup, self.weight = sec.disc_start, sec.disc_warmup, sec.disc_weight
 
     def learns(self, step: int) -> bool:
@@ -118,11 +122,16 @@ class Adversary:
         self.disc.requires_grad_(True)
         return loss
 
-    def term_weight(self, rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    def term_weight(
+        self, rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor
+    ) -> torch.Tensor:
         return adaptive_weight(rec_loss, gan_loss, last_layer) * self.weight
 
     def step(
-        self, real: torch.Tensor, reconstruction: torch.Tensor, autocast: contextlib.AbstractContextManager[Any]
+        self,
+        real: torch.Tensor,
+        reconstruction: torch.Tensor,
+        autocast: contextlib.AbstractContextManager[Any],
     ) -> torch.Tensor:
         """One discriminator update; returns its hinge loss."""
         with autocast:

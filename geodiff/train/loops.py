@@ -233,7 +233,9 @@ def _continue_discriminator(path: str | Path, adversary: Adversary, device: torc
     adversary.opt.load_state_dict(state["disc_optimizer"])
 
 
-def _reconstruction(vae: Any, x: torch.Tensor, gen: torch.Generator, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _reconstruction(
+    vae: Any, x: torch.Tensor, gen: torch.Generator, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The reconstruction of ``x`` from a sampled latent, and the latent's regulariser (weighted KL)."""
     if vae.__class__.__name__ == "VQModel":
         # experimental: no config trains a VQ autoencoder (vae_type = "vq"); kept so a pretrained one can be tuned

@@ -128,7 +128,9 @@ def finish_keep_scale(vae: Any, cfg: TrainConfig, train_ds: TileDataset, device:
     return None
 
 
-def finish_match_new_channels(vae: Any, cfg: TrainConfig, train_ds: TileDataset, device: torch.device) -> None:
+def finish_match_new_channels(
+    vae: Any, cfg: TrainConfig, train_ds: TileDataset, device: torch.device
+) -> None:
     """The new channels get the old ones' spread, so the one scaling factor fits them all."""
     from geodiff.train.surgery.detail import match_new_channel_scale
 

@@ -60,7 +60,9 @@ def recorded_autoencoder_metrics(model_dir: str | Path) -> dict[str, Any]:
     """The autoencoder figures of an earlier full finalize, from the model's metrics.json."""
     path = Path(model_dir) / "metrics.json"
     if not path.exists():
-        raise InputNotFoundError(f"{path} does not exist: run without --card-only first, which measures the model")
+        raise InputNotFoundError(
+            f"{path} does not exist: run without --card-only first, which measures the model"
+        )
     recorded = json.loads(path.read_text())
     return {key: recorded[name] for key, name in AE_METRIC_NAMES.items()}
 
@@ -93,13 +95,17 @@ def training_record(model_dir: str | Path, run_dir: str | Path | None) -> dict[s
     }
 
 
-def write_card(folder: Path, model: GeodiffModel, run: dict[str, Any], ae: dict[str, Any], manifest: dict[str, Any]) -> None:
+def write_card(
+    folder: Path, model: GeodiffModel, run: dict[str, Any], ae: dict[str, Any], manifest: dict[str, Any]
+) -> None:
     """README.md from the model, the training ``run``'s record, the autoencoder figures ``ae`` and the dataset's
     ``manifest``."""
     write_model_card(folder, model, {"dataset": manifest, **run, "autoencoder_metrics": ae})
 
 
-def finalize_command(model_dir: Path, data: Path, threads: int, guidance_scale: float | None, vae: Path | None) -> str:
+def finalize_command(
+    model_dir: Path, data: Path, threads: int, guidance_scale: float | None, vae: Path | None
+) -> str:
     """The command line recorded in metrics.json."""
     return (
         f"geodiff model finalize {model_dir} {data} --threads {threads}"
@@ -131,7 +137,9 @@ def finalize_model(
 
     model_dir, data = Path(model_dir), Path(data)
     if card_only and (vae is not None or guidance_scale is not None):
-        raise InvalidParameterError("--card-only changes nothing in the model: drop --vae and --guidance-scale")
+        raise InvalidParameterError(
+            "--card-only changes nothing in the model: drop --vae and --guidance-scale"
+        )
     if tiles < 1 or eval_tiles < 1:
         raise ConfigError("--tiles and --eval-tiles must be at least 1")
     torch.set_num_threads(threads)
@@ -175,7 +183,9 @@ def finalize_model(
             min(times), 2
         ),
         "weights on disk (MB)": round(size / 1e6, 1),
-        "command": finalize_command(model_dir, data, threads, guidance_scale, None if vae is None else Path(vae)),
+        "command": finalize_command(
+            model_dir, data, threads, guidance_scale, None if vae is None else Path(vae)
+        ),
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_card(model_dir, model, run, ae, val.manifest)
