@@ -1,16 +1,16 @@
 """Decoders between two fine-tunes of one autoencoder: PSNR and sharpness along the line between their weights.
 
-A decoder-only adversarial fine-tune trades reconstruction PSNR for sharpness; ``geodiff.model.mix`` mixes the
+A decoder-only adversarial fine-tune trades reconstruction PSNR for sharpness; ``geodiff.train.surgery.mix`` mixes the
 weights of the decoder before (A) and after (B) it, ``(1 - alpha) * A + alpha * B``, a decoder for the same
 latents without training. This measures the validation tiles' PSNR, SSIM and sharpness at each alpha, the way
 the training run and the model card do:
 
     python bench/decoder_interpolation.py --data runs/data/dubai \
         --a runs/v3_stage1/vae --b runs/v3_texture/vae \
-        --alphas 0,0.25,0.5,0.75,1 [--save 0.75=runs/vae_mix075] [--threads 2]
+        --alphas 0,0.25,0.5,0.75,1 [--threads 2]
 
-Writes bench/results/decoder_interpolation.json and .md (or ``--out BASE``); ``--save ALPHA=DIR`` also writes
-that alpha's autoencoder as a diffusers folder (for ``finalize_model.py --vae``).
+Writes bench/results/decoder_interpolation.json and .md (or ``--out BASE``). It only measures: the chosen
+alpha's autoencoder is made with ``geodiff model mix-decoders A B --alpha ALPHA --out DIR``.
 """
 
 from __future__ import annotations
@@ -25,23 +25,11 @@ from pathlib import Path
 import torch
 
 from geodiff.model import load_autoencoder
-from geodiff.model.mix import mix_decoders
 from geodiff.train.dataset import TileDataset
 from geodiff.train.loops import evaluate_autoencoder
+from geodiff.train.surgery.mix import mix_decoders
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def parse_saves(specs: list[str]) -> dict[float, Path]:
-    saves = {}
-    for spec in specs:
-        alpha, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--save {spec!r}: give ALPHA=DIR")
-        if Path(folder).exists():
-            raise SystemExit(f"--save {spec!r}: {folder} exists; name a new folder")
-        saves[float(alpha)] = Path(folder)
-    return saves
 
 
 def main() -> None:
@@ -52,16 +40,12 @@ def main() -> None:
     ap.add_argument("--a", type=Path, required=True, help="the autoencoder before the decoder fine-tune")
     ap.add_argument("--b", type=Path, required=True, help="the autoencoder after it (same encoder)")
     ap.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="comma-separated weights of --b")
-    ap.add_argument("--save", action="append", default=[], metavar="ALPHA=DIR")
     ap.add_argument("--tiles", type=int, default=145, help="validation tiles (the training runs use 145)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "decoder_interpolation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     alphas = [float(a) for a in args.alphas.split(",")]
-    saves = parse_saves(args.save)
-    if missing := sorted(set(saves) - set(alphas)):
-        raise SystemExit(f"--save names alphas not in --alphas: {missing}")
     val = TileDataset(args.data, "val", crop=None, augment=False)
     vae_a = load_autoencoder(args.a, dtype=torch.float32).eval()
     vae_b = load_autoencoder(args.b, dtype=torch.float32).eval()
@@ -71,8 +55,6 @@ def main() -> None:
         m = evaluate_autoencoder(vae, val, torch.device("cpu"), args.tiles)
         rows.append({"alpha": alpha, **m})
         print(json.dumps(rows[-1]), flush=True)
-        if alpha in saves:
-            vae.save_pretrained(saves[alpha], safe_serialization=True, max_shard_size="15MB")
     rows.sort(key=lambda r: r["alpha"])
     result = {
         "benchmark": "decoder_interpolation",

@@ -5,7 +5,9 @@
 # diffusion stage with one thread, which is how v2 was trained), then the decoder is swapped into the export
 # (runs/cpu_default/model). v3's stages on top: four detail latent channels for the autoencoder (40 min), then
 # v2's U-Net trained on to denoise all eight (130 min), a texture decoder (30 min) mixed with stage 1's decoder
-# -> runs/cpu_default_detail_diffusion/model.
+# -> runs/cpu_default_detail_diffusion/model. Only `geodiff` commands: each surgery step is one
+# (`geodiff train autoencoder` with the config's autoencoder.stage, `geodiff model mix-decoders`,
+# `geodiff model finalize`); bench/decoder_interpolation.py measured the mix's alpha beforehand.
 # The guidance scale is chosen afterwards from `geodiff evaluate --guidance-scale` runs (see the model card).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ DECODER_CONFIG=${DECODER_CONFIG-configs/cpu_default_decoder.toml}   # DECODER_CO
 if [ -n "$DECODER_CONFIG" ]; then
     [ -f runs/cpu_default_decoder/autoencoder/vae/config.json ] || \
         geodiff train autoencoder --config "$DECODER_CONFIG" --resume --progress none
-    python scripts/finalize_model.py runs/cpu_default/model runs/data/dubai --vae runs/cpu_default_decoder/autoencoder/vae
+    geodiff model finalize runs/cpu_default/model runs/data/dubai --vae runs/cpu_default_decoder/autoencoder/vae
 fi
 DETAIL=${DETAIL-1}   # DETAIL= stops at v2
 if [ -n "$DETAIL" ]; then
@@ -35,10 +37,9 @@ if [ -n "$DETAIL" ]; then
     # the shipped decoder: stage 1's and the texture decoder's weights mixed 1:4 (bench/results/decoder_interpolation.md)
     if [ ! -f runs/cpu_default_detail_mix/vae/config.json ]; then
         mkdir -p runs/cpu_default_detail_mix
-        python bench/decoder_interpolation.py --data runs/data/dubai --a runs/cpu_default_detail/autoencoder/vae \
-            --b runs/cpu_default_detail_texture/autoencoder/vae --alphas 0,0.8,1 \
-            --save 0.8=runs/cpu_default_detail_mix/vae --out runs/cpu_default_detail_mix/interpolation
+        geodiff model mix-decoders runs/cpu_default_detail/autoencoder/vae \
+            runs/cpu_default_detail_texture/autoencoder/vae --alpha 0.8 --out runs/cpu_default_detail_mix/vae
     fi
-    python scripts/finalize_model.py runs/cpu_default_detail_diffusion/model runs/data/dubai \
+    geodiff model finalize runs/cpu_default_detail_diffusion/model runs/data/dubai \
         --run-dir runs/cpu_default_detail_diffusion --guidance-scale 2 --vae runs/cpu_default_detail_mix/vae
 fi

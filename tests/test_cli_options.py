@@ -58,6 +58,8 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
     import geodiff.synth
     import geodiff.train.dataset
     import geodiff.train.loops
+    import geodiff.train.surgery.finalize
+    import geodiff.train.surgery.mix
 
     seen: list[Any] = []
     vae = tmp_path / "ae" / "vae"
@@ -87,6 +89,8 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
         (geodiff.evaluate.report, "report_transaction"): SimpleNamespace(),
         (geodiff.train.loops, "train_autoencoder"): vae,
         (geodiff.train.loops, "train_diffusion"): vae,
+        (geodiff.train.surgery.mix, "mix_decoder_folders"): vae,
+        (geodiff.train.surgery.finalize, "finalize_model"): {},
         (torch, "set_num_threads"): None,
     }
     for (module, name), returned in fakes.items():
@@ -108,7 +112,7 @@ def _files(tmp: Path) -> dict[str, Path]:
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("")
-    for d in ("images", "images2", "data", "data2", "reported", "built"):
+    for d in ("images", "images2", "data", "data2", "reported", "built", "vae_a", "vae_b"):
         (tmp / d).mkdir()
         paths[d] = tmp / d
     (tmp / "reported" / "report.json").write_text("{}")
@@ -140,6 +144,11 @@ def _baselines(f: dict[str, Path], tmp: Path) -> dict[tuple[str, ...], list[dict
         ("train", "autoencoder"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("train", "diffusion"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("models",): [{}],
+        # positional arguments: a key without a value
+        ("model", "mix-decoders"): [
+            {str(f["vae_a"]): None, str(f["vae_b"]): None, "--alpha": 0.8, "--out": tmp / "mix"}
+        ],
+        ("model", "finalize"): [{str(f["data"]): None, str(f["images"]): None}],
     }
 
 
@@ -168,6 +177,9 @@ def _values(f: dict[str, Path], tmp: Path) -> dict[str, Any]:
         "--orthophoto": f["ortho2"],
         "--colors": "geodiff",
         "--config": REPO / "configs" / "finetune_default.toml",
+        "--alpha": 0.5,
+        "--vae": f["vae_a"],
+        "--run-dir": f["data2"],
     }
 
 

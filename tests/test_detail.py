@@ -12,16 +12,16 @@ import torch.nn.functional as F
 
 from geodiff.errors import ConfigError, ModelError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_autoencoder
-from geodiff.model.detail import (
+from geodiff.pipeline import GeodiffPipeline
+from geodiff.train.config import load_config
+from geodiff.train.loops import train_autoencoder, train_diffusion
+from geodiff.train.surgery.detail import (
     add_latent_channels,
     add_unet_latent_channels,
     freeze_old_channels,
     match_new_channel_scale,
     use_grown_autoencoder,
 )
-from geodiff.pipeline import GeodiffPipeline
-from geodiff.train.config import load_config
-from geodiff.train.loops import train_autoencoder, train_diffusion
 
 from tiny_model import TINY, class_map, trained_looking_vae, write_config
 

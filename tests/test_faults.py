@@ -182,7 +182,7 @@ def test_truncated_pbf_is_detected(tmp_path: Path) -> None:
 
 def test_crafted_checkpoint_runs_no_code(tmp_path: Path) -> None:
     from geodiff.errors import ConfigError
-    from geodiff.train.loops import _load_checkpoint
+    from geodiff.train.loops import load_checkpoint
 
     marker = tmp_path / "pwned"
 
@@ -193,7 +193,7 @@ def test_crafted_checkpoint_runs_no_code(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoint.pt"
     torch.save({"model": Evil()}, ckpt)
     with pytest.raises(ConfigError, match="not a geodiff training checkpoint"):
-        _load_checkpoint(ckpt, torch.device("cpu"))
+        load_checkpoint(ckpt, torch.device("cpu"))
     assert not marker.exists()
 
 
@@ -655,11 +655,11 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_one(
 
 def test_an_empty_checkpoint_is_one_line(tmp_path: Path) -> None:
     from geodiff.errors import ConfigError
-    from geodiff.train.loops import _load_checkpoint
+    from geodiff.train.loops import load_checkpoint
 
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match="not a geodiff training checkpoint"):
-        _load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
+        load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
 
 
 def test_a_run_folder_name_taken_by_a_file_is_refused(tmp_path: Path, tiny_model: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from geodiff.errors import InvalidParameterError, ModelError
 from geodiff.model import ModelConfig, build_autoencoder
-from geodiff.model.mix import mix_decoders
+from geodiff.train.surgery.mix import mix_decoders
 
 from tiny_model import TINY
 

@@ -183,7 +183,8 @@ def test_bad_toml(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    for path in sorted(Path(__file__).resolve().parent.parent.glob("configs/*.toml")):
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted([*root.glob("configs/*.toml"), *root.glob("experiments/configs/*.toml")]):
         load_config(path)
 
 
@@ -193,10 +194,12 @@ def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Pa
     folder = tmp_path / "model"
     build_tiny_model().save_pretrained(folder)
     (folder / "card_notes.md").write_text("## Hand-written\n\nEdited after the measurement.\n")
-    script = Path(__file__).resolve().parent.parent / "scripts" / "finalize_model.py"
     cmd = [
         sys.executable,
-        str(script),
+        "-c",
+        "import sys; from geodiff.cli import main; sys.exit(main(sys.argv[1:]))",
+        "model",
+        "finalize",
         str(folder),
         str(dataset),
         "--card-only",
@@ -211,7 +214,7 @@ def test_finalize_card_only_rewrites_the_card_from_recorded_metrics(tmp_path: Pa
         "autoencoder SSIM (val)": 0.61,
         "autoencoder sharpness (val; 1.0 = as sharp as the real tiles)": 0.42,
         "validation tiles": 3,
-        "command": "python scripts/finalize_model.py ...",
+        "command": "geodiff model finalize ...",
     }
     (folder / "metrics.json").write_text(json.dumps(recorded))
     no_run = subprocess.run(cmd, capture_output=True, text=True)  # the card's training rows come from the run

@@ -278,7 +278,7 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path: Path, dataset: 
     vae_dir = train_autoencoder(base)
     tune = _config(tmp_path, dataset, "tune", ae_steps=3, diff_steps=2)
     tune.autoencoder.pretrained = str(vae_dir)
-    tune.autoencoder.decoder_only = True
+    tune.autoencoder.stage = "decoder"
     tune.autoencoder.disc_start = 0
     tuned_dir = train_autoencoder(tune)
     from geodiff.model import load_autoencoder

@@ -10,9 +10,9 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
 from geodiff.errors import ConfigError, ModelError
 from geodiff.model import GeodiffModel, ModelConfig, build_autoencoder, load_autoencoder
-from geodiff.model.widen import widen_decoder
 from geodiff.train.config import load_config
 from geodiff.train.loops import train_autoencoder
+from geodiff.train.surgery.widen import widen_decoder
 
 from tiny_model import TINY, trained_looking_vae, write_config
 

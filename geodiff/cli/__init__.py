@@ -32,6 +32,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "augment": ("geodiff.cli.augment", "augment", "Generate a paired synthetic image + mask dataset."),
     "models": ("geodiff.cli.models", "models", "List installed models (resolution, classes, metrics)."),
+    "model": (
+        "geodiff.cli.model",
+        "model",
+        "Model surgery: mix two decoders, finalize a model folder (metrics, card).",
+    ),
 }
 
 

@@ -40,7 +40,9 @@ class ModelConfig:
         Autoencoder architecture (``"kl"`` = ``AutoencoderKL``, ``"vq"`` = ``VQModel``, ``"asym_kl"`` =
         ``AsymmetricAutoencoderKL``: a KL autoencoder whose decoder is ``vae_decoder_channels`` wide and which
         always has mid-block attention); the downsampling factor is ``2 ** (len(vae_block_channels) - 1)`` (f4
-        with three blocks).
+        with three blocks). ``"vq"`` and ``"asym_kl"`` are experimental as training targets: no config trains one
+        from scratch; they stay because such autoencoders load (hub VQ models; ``asym_kl`` is what the
+        ``widen-decoder`` training stage makes) and a model must describe them.
     vae_decoder_channels
         Decoder widths of an ``"asym_kl"`` autoencoder (one per block, as many as ``vae_block_channels``).
     vae_num_vq_embeddings

@@ -88,7 +88,8 @@ Autoencoder = AutoencoderKL | AsymmetricAutoencoderKL | VQModel
 
 
 def build_autoencoder(cfg: ModelConfig) -> Autoencoder:
-    """A fresh (untrained) autoencoder as described by ``cfg``."""
+    """A fresh (untrained) autoencoder as described by ``cfg`` (``vq`` / ``asym_kl``: experimental, see
+    :class:`~geodiff.model.config.ModelConfig`; only ``kl`` is trained from scratch by any config)."""
     n = len(cfg.vae_block_channels)
     # diffusers names the block options differently for the asymmetric autoencoder; the rest is shared
     shared: dict[str, Any] = dict(

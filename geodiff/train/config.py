@@ -76,16 +76,18 @@ class AutoencoderSection:
     """A ``checkpoint.pt`` of an earlier autoencoder run whose discriminator (and its optimizer state) this run
     continues with, instead of a fresh one: a fresh discriminator first undoes the sharpness the earlier one
     taught the decoder. Same ``disc_channels``/``disc_layers`` as that run. "" = a fresh discriminator."""
-    decoder_only: bool = False
-    """Fine-tune only the decoder of ``pretrained`` (encoder and latent scale frozen, Stable Diffusion's
-    decoder fine-tune): the latents do not change, so a diffusion model trained on them stays valid."""
-    widen_decoder: bool = False
-    """With ``decoder_only``: first double the decoder's width, starting from an exact copy of the pretrained
-    decoder (:mod:`geodiff.model.widen`), for more detail from the same latents."""
+    stage: str = "full"
+    """What this run does to the autoencoder, one named step of :data:`geodiff.train.stages.STAGES`: ``full``
+    (train all of it, new or from ``pretrained``), ``decoder`` (fine-tune only the decoder of ``pretrained``:
+    encoder and latent scale frozen, as Stable Diffusion's decoder fine-tune, so a diffusion model trained on
+    its latents stays valid), ``widen-decoder`` (first double the decoder's width, an exact copy of the
+    pretrained one to start with, :mod:`geodiff.train.surgery.widen`), ``grow-latents`` (add
+    ``extra_latent_channels`` latent channels for detail, :mod:`geodiff.train.surgery.detail`). Older configs'
+    ``decoder_only`` / ``widen_decoder`` / ``extra_latent_channels`` spellings are read as these stages."""
     extra_latent_channels: int = 0
-    """With ``decoder_only``: add this many latent channels for detail (:mod:`geodiff.model.detail`). The old
-    channels stay exactly as they are; only the new channels' encoder rows and the decoder train, and a
-    diffusion model learns the new channels on top of the old ones (``diffusion.autoencoder``). 0 = off."""
+    """Stage ``grow-latents``: how many latent channels to add. The old channels stay exactly as they are; only
+    the new channels' encoder rows and the decoder train, and a diffusion model learns the new channels on top
+    of the old ones (``diffusion.autoencoder``)."""
 
 
 @dataclass
@@ -116,8 +118,8 @@ class DiffusionSection:
     autoencoder and settings are used, so the config has no [model] section and needs no autoencoder stage."""
     autoencoder: str = ""
     """With ``pretrained``: train on this autoencoder (a folder) instead of the model's own, e.g. one grown by
-    ``autoencoder.extra_latent_channels``. Its first channels must be the model's latents (same encoder and
-    scale); the U-Net grows to predict the new channels too (:func:`geodiff.model.detail.add_unet_latent_channels`)."""
+    ``autoencoder.stage = "grow-latents"``. Its first channels must be the model's latents (same encoder and
+    scale); the U-Net grows to predict the new channels too (:func:`geodiff.train.surgery.detail.add_unet_latent_channels`)."""
 
 
 @dataclass
@@ -197,6 +199,58 @@ def _section(cls: type, values: Any, where: str) -> Any:
     return default
 
 
+def _legacy_stage(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Older configs' ``decoder_only`` / ``widen_decoder`` flags (and ``extra_latent_channels`` alone) -> the
+    ``stage`` they meant, with the rules those flags had."""
+    flags = {key: values.pop(key) for key in ("decoder_only", "widen_decoder") if key in values}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: autoencoder.{key} = {value!r}: expected a bool")
+    if "stage" in values:
+        if flags:
+            raise ConfigError(
+                f"{source}: autoencoder.stage replaces decoder_only and widen_decoder; remove them"
+            )
+        return values
+    decoder_only, widen = flags.get("decoder_only", False), flags.get("widen_decoder", False)
+    if widen and not decoder_only:
+        raise ConfigError(
+            f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder); "
+            'or write stage = "widen-decoder"'
+        )
+    if values.get("extra_latent_channels") and not decoder_only:
+        raise ConfigError(
+            f"{source}: autoencoder.extra_latent_channels needs decoder_only = true (and a pretrained autoencoder): "
+            'the old latent channels must stay as they are; or write stage = "grow-latents"'
+        )
+    if values.get("extra_latent_channels") and widen:
+        raise ConfigError(
+            f"{source}: autoencoder.extra_latent_channels and widen_decoder cannot be combined; use one of them"
+        )
+    if decoder_only:
+        values["stage"] = (
+            "widen-decoder" if widen else "grow-latents" if values.get("extra_latent_channels") else "decoder"
+        )
+    return values
+
+
+def _check_stage(sec: AutoencoderSection, source: str) -> None:
+    """The stage exists, has the autoencoder it starts from, and only its own settings."""
+    from geodiff.train.stages import STAGES
+
+    stage = STAGES.get(sec.stage)
+    if stage is None:
+        raise ConfigError(f"{source}: autoencoder.stage = {sec.stage!r}: must be one of {', '.join(STAGES)}")
+    if stage.needs_pretrained and not sec.pretrained:
+        raise ConfigError(
+            f"{source}: autoencoder.stage = {sec.stage!r} needs autoencoder.pretrained (the autoencoder it starts from)"
+        )
+    if (sec.stage == "grow-latents") != (sec.extra_latent_channels > 0):
+        raise ConfigError(
+            f'{source}: autoencoder.extra_latent_channels (> 0) goes with stage = "grow-latents" and only with it'
+        )
+
+
 def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Validate a config dict (as read from TOML) into a :class:`TrainConfig`."""
     unknown = sorted(set(data) - set(_SECTIONS) - {"model"})
@@ -206,6 +260,8 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
             "diffusion, run"
         )
     cfg = TrainConfig(source=source)
+    if isinstance(data.get("autoencoder"), dict):
+        data = {**data, "autoencoder": _legacy_stage(dict(data["autoencoder"]), source)}
     for name, cls in _SECTIONS.items():
         if name in data:
             setattr(cfg, name, _section(cls, data[name], f"{source}: {name}"))
@@ -231,23 +287,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
             f"{source}: diffusion.autoencoder swaps the autoencoder of diffusion.pretrained; set pretrained too "
             "(a run without one trains on <run.dir>/autoencoder/vae)"
         )
-    if cfg.autoencoder.decoder_only and not cfg.autoencoder.pretrained:
-        raise ConfigError(
-            f"{source}: autoencoder.decoder_only needs autoencoder.pretrained (whose decoder to tune)"
-        )
-    if cfg.autoencoder.widen_decoder and not cfg.autoencoder.decoder_only:
-        raise ConfigError(
-            f"{source}: autoencoder.widen_decoder needs decoder_only = true (and a pretrained autoencoder)"
-        )
-    if cfg.autoencoder.extra_latent_channels and not cfg.autoencoder.decoder_only:
-        raise ConfigError(
-            f"{source}: autoencoder.extra_latent_channels needs decoder_only = true (and a pretrained autoencoder): "
-            "the old latent channels must stay as they are"
-        )
-    if cfg.autoencoder.extra_latent_channels and cfg.autoencoder.widen_decoder:
-        raise ConfigError(
-            f"{source}: autoencoder.extra_latent_channels and widen_decoder cannot be combined; use one of them"
-        )
+    _check_stage(cfg.autoencoder, source)
     ae_crop, block = cfg.autoencoder.crop or cfg.data.crop, cfg.autoencoder.lowpass_block
     if cfg.autoencoder.lowpass_weight > 0 and (block < 2 or ae_crop % block):
         raise ConfigError(

@@ -9,6 +9,9 @@ the other whatever their scales. No pretrained perceptual network is used (none 
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,3 +92,58 @@ def adaptive_weight(
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
     return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
+
+class Adversary:
+    """The adversarial term of an autoencoder run (``autoencoder.disc_*``): the discriminator, its optimizer and
+    its schedule. The discriminator learns from step ``disc_start``; the autoencoder feels it (weighted
+    adaptively, times ``disc_weight``) from ``disc_warmup`` steps later."""
+
+    def __init__(self, sec: Any, device: torch.device) -> None:
+        self.disc = (
+            PatchDiscriminator(3, sec.disc_channels, sec.disc_layers, sec.disc_highpass).to(device).train()
+        )
+        # the GAN literature's betas: a short momentum keeps the two players from overshooting
+        self.opt = torch.optim.AdamW(
+            self.disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0
+        )
+        self.start, self.warmup, self.weight = sec.disc_start, sec.disc_warmup, sec.disc_weight
+
+    def learns(self, step: int) -> bool:
+        return step >= self.start
+
+    def judges(self, step: int) -> bool:
+        """Whether the autoencoder's loss has the adversarial term at ``step``."""
+        return step >= self.start + self.warmup
+
+    def generator_loss(self, reconstruction: torch.Tensor) -> torch.Tensor:
+        self.disc.requires_grad_(False)  # the generator step needs no D grads
+        loss = generator_loss(self.disc(reconstruction))
+        self.disc.requires_grad_(True)
+        return loss
+
+    def term_weight(
+        self, rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor
+    ) -> torch.Tensor:
+        return adaptive_weight(rec_loss, gan_loss, last_layer) * self.weight
+
+    def step(
+        self,
+        real: torch.Tensor,
+        reconstruction: torch.Tensor,
+        autocast: contextlib.AbstractContextManager[Any],
+    ) -> torch.Tensor:
+        """One discriminator update; returns its hinge loss."""
+        with autocast:
+            d_loss = hinge_d_loss(self.disc(real), self.disc(reconstruction.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        d_loss.float().backward()
+        self.opt.step()
+        return d_loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"disc": self.disc.state_dict(), "disc_optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["disc_optimizer"])

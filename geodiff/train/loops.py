@@ -37,20 +37,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from geodiff.classes import IGNORE
 from geodiff.errors import ConfigError, DataError, InputNotFoundError, InvalidParameterError, ModelError
 from geodiff.io import atomic_path
-from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
+from geodiff.model import GeodiffModel, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
-from geodiff.model.detail import (
-    add_latent_channels,
-    freeze_old_channels,
-    match_new_channel_scale,
-    use_grown_autoencoder,
-)
-from geodiff.model.widen import widen_decoder
 from geodiff.progress import ProgressCallback, report
 from geodiff.train.config import TrainConfig
 from geodiff.train.dataset import TileDataset, check_num_classes
-from geodiff.train.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
+from geodiff.train.discriminator import Adversary
 from geodiff.train.latents import LatentCache
+from geodiff.train.stages import STAGES
+from geodiff.train.surgery.detail import use_grown_autoencoder
 
 AE_DIR = "autoencoder"
 DIFF_DIR = "diffusion"
@@ -117,7 +112,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """A checkpoint written by this module; tensors and plain values only (``weights_only``), so a crafted
     file cannot execute code."""
     try:
@@ -187,22 +182,6 @@ def evaluate_autoencoder(
             "sharpness": round(m["sharpness"], 3), "tiles": len(idx)}  # fmt: skip
 
 
-@torch.no_grad()
-def _posterior_means(vae: Any, ds: TileDataset, device: torch.device, n: int = 32) -> torch.Tensor:
-    """Unscaled posterior means (or VQ latents) of the first ``n`` tiles of ``ds``."""
-    lats = []
-    for i in range(min(n, len(ds))):
-        enc = vae.encode(ds[i]["image"].unsqueeze(0).to(device))
-        lats.append(enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode())
-    return torch.cat(lats).float()
-
-
-@torch.no_grad()
-def latent_scaling_factor(vae: Any, ds: TileDataset, device: torch.device, n: int = 32) -> float:
-    """1 / std of the latents, so diffusion sees unit-variance latents (as in Stable Diffusion)."""
-    return float(1.0 / _posterior_means(vae, ds, device, n).std().clamp_min(1e-6))
-
-
 def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
     """``<run.dir>/<name>`` and its checkpoint path; an existing checkpoint needs ``resume``."""
     out = cfg.run_dir / name
@@ -231,42 +210,54 @@ def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
     return dest
 
 
-def _continue_discriminator(
-    path: str | Path, disc: torch.nn.Module, opt_d: torch.optim.Optimizer, device: torch.device
-) -> None:
+def _continue_discriminator(path: str | Path, adversary: Adversary, device: torch.device) -> None:
     """Load the discriminator and its optimizer state from an earlier autoencoder run's checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(
             f"autoencoder.disc_pretrained: {path} does not exist (point it at an autoencoder run's checkpoint.pt)"
         )
-    state = _load_checkpoint(path, device)
+    state = load_checkpoint(path, device)
     if "disc" not in state:
         raise ConfigError(
             f"autoencoder.disc_pretrained: {path} holds no discriminator (its run had disc_weight = 0); "
             "remove disc_pretrained to start a fresh one"
         )
     try:
-        disc.load_state_dict(state["disc"])
+        adversary.disc.load_state_dict(state["disc"])
     except RuntimeError as exc:
         raise ConfigError(
             f"autoencoder.disc_pretrained: the discriminator in {path} has another shape; set disc_channels "
             f"and disc_layers as in that run ({str(exc).splitlines()[0]})"
         ) from exc
-    opt_d.load_state_dict(state["disc_optimizer"])
+    adversary.opt.load_state_dict(state["disc_optimizer"])
+
+
+def _reconstruction(
+    vae: Any, x: torch.Tensor, gen: torch.Generator, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reconstruction of ``x`` from a sampled latent, and the latent's regulariser (weighted KL)."""
+    if vae.__class__.__name__ == "VQModel":
+        # experimental: no config trains a VQ autoencoder (vae_type = "vq"); kept so a pretrained one can be tuned
+        dec = vae.decode(vae.encode(x).latents)
+        return dec.sample, dec.commit_loss.mean() if dec.commit_loss is not None else x.new_zeros(())
+    post = vae.encode(x).latent_dist
+    return vae.decode(post.sample(gen)).sample, post.kl().mean() * kl_weight
 
 
 def train_autoencoder(
     cfg: TrainConfig, resume: bool = False, progress: ProgressCallback | None = None
 ) -> Path:
-    """Train (or fine-tune) the autoencoder; returns the folder of the saved diffusers autoencoder.
+    """Run the autoencoder stage ``autoencoder.stage`` (:mod:`geodiff.train.stages`); returns the folder of the
+    saved diffusers autoencoder.
 
-    Loss: L1 + ``l2_weight`` MSE + KL (or the VQ commitment loss), plus, from step ``disc_start`` when
-    ``disc_weight > 0``, a PatchGAN hinge term weighted adaptively (:mod:`geodiff.train.discriminator`).
+    Loss: L1 + ``l2_weight`` MSE + KL, plus ``lowpass_weight`` block-average L1, plus, from step ``disc_start``
+    when ``disc_weight > 0``, a PatchGAN hinge term weighted adaptively (:class:`~geodiff.train.discriminator.Adversary`).
     Writes ``<run.dir>/autoencoder/{checkpoint.pt, log.csv, vae/, metrics.json}``.
     """
     device = _setup(cfg)
     sec = cfg.autoencoder
+    stage = STAGES[sec.stage]
     out, ckpt_path = _run_folder(cfg, AE_DIR, resume)
     train_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=sec.crop or cfg.data.crop)
     check_num_classes(train_ds.manifest)
@@ -274,58 +265,29 @@ def train_autoencoder(
         val_ds = TileDataset(cfg.resolve(cfg.data.path), "val", crop=None, augment=False)
     except DataError:
         val_ds = TileDataset(cfg.resolve(cfg.data.path), "train", crop=None, augment=False)
-    if sec.pretrained:
-        vae = load_autoencoder(
-            cfg.resolve(sec.pretrained) if Path(cfg.resolve(sec.pretrained)).exists() else sec.pretrained,
-            subfolder=sec.pretrained_subfolder or None,
-        )
-    else:
-        vae = build_autoencoder(cfg.model)
-    if sec.widen_decoder:
-        vae = widen_decoder(vae, seed=cfg.run.seed)
-    old_channels = 0
-    if sec.extra_latent_channels:
-        old_channels = int(vae.config.latent_channels)
-        fresh = not (resume and ckpt_path.exists())  # a resumed run loads its trained rows instead
-        # crops from a generator of their own: the training batches stay those of an uninitialised run
-        crops = (
-            train_ds.sample(128, torch.Generator().manual_seed(cfg.run.seed + 1))["image"] if fresh else None
-        )
-        vae = add_latent_channels(vae.float(), sec.extra_latent_channels, seed=cfg.run.seed, images=crops)
+    resuming = resume and ckpt_path.exists()
+    vae = stage.start(cfg, train_ds, not resuming)
     vae.to(device).train()
-    is_vq = vae.__class__.__name__ == "VQModel"
-    if sec.decoder_only:  # the latent space stays exactly as it is: encoder frozen (and kept in eval mode)
-        for part in (vae.encoder, getattr(vae, "quant_conv", None)):
-            if part is not None:
-                part.requires_grad_(False).eval()
-    if old_channels:  # ... but for the new channels' rows
-        freeze_old_channels(vae, old_channels)
-    cond = getattr(vae.decoder, "condition_encoder", None)
-    if cond is not None:  # AsymmetricAutoencoderKL's inpainting branch: geodiff decodes without a mask
-        cond.requires_grad_(False)
+    stage.freeze(vae, cfg)
+    mask_branch = getattr(vae.decoder, "condition_encoder", None)
+    if mask_branch is not None:  # AsymmetricAutoencoderKL's inpainting branch: geodiff decodes without a mask
+        mask_branch.requires_grad_(False)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=sec.lr, weight_decay=0.0)
-    disc = opt_d = None
-    if sec.disc_weight > 0:
-        disc = PatchDiscriminator(3, sec.disc_channels, sec.disc_layers, sec.disc_highpass).to(device).train()
-        # the GAN literature's betas: a short momentum keeps the two players from overshooting
-        opt_d = torch.optim.AdamW(
-            disc.parameters(), lr=sec.disc_lr or sec.lr, betas=(0.5, 0.9), weight_decay=0
-        )
+    adversary = Adversary(sec, device) if sec.disc_weight > 0 else None
     last_layer = vae.decoder.conv_out.weight
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     prior = 0.0  # training seconds of earlier invocations: max_minutes is the run's total
-    if disc is not None and sec.disc_pretrained and not (resume and ckpt_path.exists()):
-        _continue_discriminator(cfg.resolve(sec.disc_pretrained), disc, opt_d, device)  # type: ignore[arg-type]
-    if resume and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, device)
+    if adversary is not None and sec.disc_pretrained and not resuming:
+        _continue_discriminator(cfg.resolve(sec.disc_pretrained), adversary, device)
+    if resuming:
+        state = load_checkpoint(ckpt_path, device)
         prior = float(state.get("seconds", 0.0))
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if disc is not None and "disc" in state:  # a run may switch the GAN on when resumed
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["disc_optimizer"])  # type: ignore[union-attr]
+        if adversary is not None and "disc" in state:  # a run may switch the GAN on when resumed
+            adversary.load_state_dict(state)
         step = state["step"]
         _set_rng_state(state["rng"], gen)
     log = CsvLog(
@@ -344,30 +306,18 @@ def train_autoencoder(
             "rng": _rng_state(gen),
             "config": cfg.to_dict(),
         }
-        if disc is not None:
-            state.update(disc=disc.state_dict(), disc_optimizer=opt_d.state_dict())  # type: ignore[union-attr]
+        if adversary is not None:
+            state.update(adversary.state_dict())
         _save_checkpoint(ckpt_path, state)
 
     while step < sec.steps:
         x = train_ds.sample(sec.batch_size, gen)["image"].to(device)
-        d_on = disc is not None and step >= sec.disc_start
-        gan_on = d_on and step >= sec.disc_start + sec.disc_warmup  # the decoder's adversarial term
+        d_on = adversary is not None and adversary.learns(step)
+        gan_on = adversary is not None and d_on and adversary.judges(step)  # the decoder's adversarial term
         with _autocast(cfg, device):
-            if is_vq:
-                enc = vae.encode(x).latents
-                dec = vae.decode(enc)
-                y, reg = (
-                    dec.sample,
-                    dec.commit_loss.mean() if dec.commit_loss is not None else x.new_zeros(()),
-                )
-            else:
-                post = vae.encode(x).latent_dist
-                y = vae.decode(post.sample(gen)).sample
-                reg = post.kl().mean() * sec.kl_weight
+            y, reg = _reconstruction(vae, x, gen, sec.kl_weight)
             if gan_on:
-                disc.requires_grad_(False)  # type: ignore[union-attr]  # the generator step needs no D grads
-                g_loss = generator_loss(disc(y))  # type: ignore[misc]
-                disc.requires_grad_(True)  # type: ignore[union-attr]
+                g_loss = adversary.generator_loss(y)  # type: ignore[union-attr]
         l1 = F.l1_loss(y.float(), x)
         mse = F.mse_loss(y.float(), x)
         rec = l1 + sec.l2_weight * mse
@@ -376,18 +326,14 @@ def train_autoencoder(
             loss = loss + sec.lowpass_weight * lowpass_l1(y.float(), x, sec.lowpass_block)
         d_weight = d_loss = torch.zeros(())
         if gan_on:
-            d_weight = adaptive_weight(rec, g_loss.float(), last_layer) * sec.disc_weight
+            d_weight = adversary.term_weight(rec, g_loss.float(), last_layer)  # type: ignore[union-attr]
             loss = loss + d_weight * g_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         if d_on:
-            with _autocast(cfg, device):
-                d_loss = hinge_d_loss(disc(x), disc(y.detach()))  # type: ignore[misc]
-            opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-            d_loss.float().backward()
-            opt_d.step()  # type: ignore[union-attr]
+            d_loss = adversary.step(x, y, _autocast(cfg, device))  # type: ignore[union-attr]
         step += 1
         value = loss.item()
         if not math.isfinite(value):
@@ -415,12 +361,7 @@ def train_autoencoder(
             break
     checkpoint()
     vae.eval()
-    # record the latent scale in the autoencoder's own config, where diffusers keeps it (a decoder fine-tune
-    # keeps the pretrained scale: the latents, and the diffusion model trained on them, are unchanged)
-    if not sec.decoder_only:
-        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_ds, device))
-    if old_channels:  # the new channels get the old ones' spread, so the one scaling factor fits them all
-        match_new_channel_scale(vae, old_channels, _posterior_means(vae, train_ds, device))
+    stage.finish(vae, cfg, train_ds, device)
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
     metrics.update(
         step=step,
@@ -578,7 +519,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     if resume and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, device)
+        state = load_checkpoint(ckpt_path, device)
         for key in ("pretrained", "autoencoder"):  # its U-Net learned another autoencoder's latents
             if state.get(key, "") != getattr(sec, key):
                 raise ConfigError(

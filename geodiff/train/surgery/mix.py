@@ -5,17 +5,21 @@ other decoder and kept the encoder (so the latent space, and the diffusion model
 the weights ``(1 - alpha) * A + alpha * B`` decode the same latents, as weight-space ensembles of fine-tunes do
 for classifiers (Wortsman et al., 2022, WiSE-FT). Along alpha, PSNR and sharpness lie above the straight line
 between the two end points for small alpha and on it from about 0.75 (``bench/results/decoder_interpolation.md``);
-which alpha makes the best synthetic images is for ``geodiff evaluate`` to say.
+which alpha makes the best synthetic images is for ``geodiff evaluate`` to say. ``geodiff model mix-decoders A B
+--alpha ALPHA --out DIR`` writes one (:func:`mix_decoder_folders`); ``bench/decoder_interpolation.py`` measures
+them along alpha.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from geodiff.errors import InvalidParameterError, ModelError
+from geodiff.errors import InvalidParameterError, ModelError, OutputError
 
 # a diffusers autoencoder's decoder side; everything else (encoder, quant_conv) defines the latent space
 DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
@@ -50,3 +54,26 @@ def mix_decoders(a: Any, b: Any, alpha: float) -> Any:
         strict=False,
     )
     return mixed
+
+
+def mix_decoder_folders(a: str | Path, b: str | Path, alpha: float, out: str | Path) -> Path:
+    """:func:`mix_decoders` of the diffusers autoencoders in folders (or hub ids) ``a`` and ``b``, saved as a new
+    diffusers autoencoder folder ``out`` (published whole: written beside it, then renamed); returns ``out``."""
+    from geodiff.model import load_autoencoder
+
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise OutputError(f"{out} exists: name a new folder for the mixed autoencoder")
+    if not out.parent.is_dir():
+        raise OutputError(f"output folder {out.parent} does not exist: create it first")
+    vae_a = load_autoencoder(a, dtype=torch.float32).eval()
+    vae_b = load_autoencoder(b, dtype=torch.float32).eval()
+    mixed = mix_decoders(vae_a, vae_b, alpha)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        mixed.save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
