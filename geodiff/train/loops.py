@@ -310,7 +310,10 @@ def train_autoencoder(
             state.update(adversary.state_dict())
         _save_checkpoint(ckpt_path, state)
 
-    while step < sec.steps:
+    spent = (
+        bool(sec.max_minutes) and prior >= sec.max_minutes * 60
+    )  # a rerun of a finished run trains no step
+    while step < sec.steps and not spent:
         x = train_ds.sample(sec.batch_size, gen)["image"].to(device)
         d_on = adversary is not None and adversary.learns(step)
         gan_on = adversary is not None and d_on and adversary.judges(step)  # the decoder's adversarial term
