@@ -639,6 +639,14 @@ def provenance(plan: SynthPlan) -> dict[str, str]:
         **plan.bbox.tags(),
         "SOURCE": str(plan.source),
     }
+    from geodiff.models import model_fingerprint
+
+    fingerprint = model_fingerprint(plan.model)
+    if fingerprint is not None:  # `geodiff change` checks that its model is the one that made the image
+        tags["MODEL_SHA256"] = fingerprint
+    if plan.mask_path is not None and plan.out_path is not None:  # where `geodiff change` finds the map
+        same = plan.mask_path.parent == plan.out_path.parent
+        tags["MASK"] = plan.mask_path.name if same else plan.mask_path.resolve()
     return {k: str(v) for k, v in tags.items()}
 
 
