@@ -129,6 +129,9 @@ class ChangePlan:
     change_path: Path
     margin_m: float
     map_path: Path | None = None  # a class-map GeoTIFF on BEFORE's grid (instead of synth.source)
+    edits_path: Path | None = (
+        None  # a vector layer of edits painted over BEFORE's map (instead of synth.source)
+    )
 
     @property
     def margin_px(self) -> int:
@@ -175,6 +178,7 @@ def plan_change(
     map_path: str | Path | None = None,
     osm_path: str | Path | None = None,
     vector_path: str | Path | None = None,
+    edits_path: str | Path | None = None,
     class_field: str = "class",
     margin_m: float = DEFAULT_MARGIN_M,
     model: GeodiffModel | str | Path | None = None,
@@ -185,8 +189,9 @@ def plan_change(
 ) -> ChangePlan:
     """Plan the after image of ``before`` (a ``geodiff synth`` output) for an edited map.
 
-    The after map is ``map_path`` (a class-map GeoTIFF on BEFORE's grid) or a map source (``osm_path``,
-    ``vector_path``, neither: Overpass) rasterized like BEFORE's. ``model`` defaults to the one BEFORE names; it
+    The after map is ``map_path`` (a class-map GeoTIFF on BEFORE's grid), ``edits_path`` (a vector layer of
+    only the edited features, with ``class_field``: painted over BEFORE's map, e.g. features just drawn in QGIS)
+    or a map source of the whole map (``osm_path``, ``vector_path``, neither: Overpass) rasterized like BEFORE's. ``model`` defaults to the one BEFORE names; it
     must be the model that made BEFORE (its content hash, ``MODEL_SHA256``). Everything is checked here, before
     any weights or features are loaded: a BEFORE that is not a geodiff output, whose grid is not the one geodiff
     makes for its tags, or whose mask is missing or on another grid, is refused with one line.
@@ -199,8 +204,8 @@ def plan_change(
     before = Path(before)
     if not (isinstance(margin_m, int | float) and math.isfinite(margin_m) and margin_m >= 0):
         raise InvalidParameterError(f"--margin must be a number of metres >= 0, got {margin_m!r}")
-    if map_path is not None and (osm_path is not None or vector_path is not None):
-        raise InvalidParameterError("give the after map once: --map, or --osm/--vector, not both")
+    if sum(p is not None for p in (map_path, osm_path, vector_path, edits_path)) > 1:
+        raise InvalidParameterError("give the after map once: one of --map, --edits, --osm, --vector")
     grid, tags, count = _read_grid(before, "--before image")
     missing = [t for t in _NEEDED_TAGS if t not in tags]
     if missing or count != 3:
@@ -278,6 +283,7 @@ def plan_change(
         change,
         float(margin_m),
         Path(map_path) if map_path is not None else None,
+        Path(edits_path) if edits_path is not None else None,
     )
 
 
@@ -518,6 +524,33 @@ def _compute_region(
     return top, left, rgb
 
 
+def _paint_edits(
+    before_map: np.ndarray, cp: ChangePlan, settings: Settings, features: gpd.GeoDataFrame | None
+) -> np.ndarray:
+    """BEFORE's map with the features of ``cp.edits_path`` painted over it (where a feature is, its class)."""
+    from geodiff.osm import load_features
+    from geodiff.rasterize import rasterize_features
+
+    grid = cp.synth.grid
+    if features is None:
+        features = load_features(
+            BBox(*grid.bounds, crs=grid.crs),
+            vector_path=cp.edits_path,
+            class_field=cp.synth.source.class_field,
+            settings=settings,
+        )
+    out = before_map.copy()
+    if len(features) == 0:
+        return out
+    painted = rasterize_features(features, grid)
+    # where any edit lies, whatever its class (background too: a removed building): all painted as class 1
+    covered = rasterize_features(
+        features.assign(class_id=1, kind=features["kind"].replace("coastline", "line")), grid
+    )
+    out[covered != 0] = painted[covered != 0]
+    return out
+
+
 def synthesize_change(
     plan_or_before: ChangePlan | str | Path,
     out_path: str | Path | None = None,
@@ -557,8 +590,12 @@ def synthesize_change(
         report(progress, 0.0, "reading the after map")
         g_row, g_col = global_origin(grid)
         off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
-        if cp.map_path is not None:
-            after_bbox = _read_band(cp.map_path)
+        before_map = _read_band(cp.before_mask_path)
+        if cp.map_path is not None or cp.edits_path is not None:
+            if cp.map_path is not None:
+                after_bbox = _read_band(cp.map_path)
+            else:
+                after_bbox = _paint_edits(before_map, cp, settings, features)
             canvas_map = np.pad(
                 after_bbox,
                 ((off_r, lay.height - grid.height - off_r), (off_c, lay.width - grid.width - off_c)),
@@ -576,7 +613,6 @@ def synthesize_change(
             def after_map(row: int, col: int, h: int, w: int) -> np.ndarray:
                 return rasterize_features(feats, plan.canvas_grid().window(row, col, h, w))
 
-        before_map = _read_band(cp.before_mask_path)
         changed = before_map != after_bbox
         area, alpha = change_area(changed, cp.margin_px)
 
@@ -612,8 +648,10 @@ def synthesize_change(
         report(progress, 0.95, "writing")
         tags = {**provenance(plan), "CHANGE_OF": cp.before_path.name, "CHANGE_MARGIN_M": f"{cp.margin_m:g}",
                 "CHANGED_PIXELS": str(int(changed.sum()))}  # fmt: skip
-        if cp.map_path is not None:
-            tags["SOURCE"] = str(cp.map_path)
+        if cp.map_path is not None or cp.edits_path is not None:
+            tags["SOURCE"] = (
+                f"{cp.before_mask_path.name} + {cp.edits_path}" if cp.edits_path else str(cp.map_path)
+            )
         with (
             rgb_writer(plan.out_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog, tx=tx) as rgb_dst,
             class_map_writer(plan.mask_path, grid, tags, overwrite=plan.overwrite, cog=plan.cog, tx=tx) as m_dst,

@@ -145,6 +145,13 @@ def test_vector_source_after_map(before, tmp_path):
     res = synthesize_change(before_v, tmp_path / "after.tif", vector_path=edited, device="cpu")
     diff, area = _outside_and_area(before_v, res)
     assert res.changed_pixels > 0 and diff[~area].max() == 0
+    # only the edit, painted over BEFORE's map (what the QGIS algorithm sends): the same after map
+    only = tmp_path / "only.geojson"
+    extra.to_file(only)
+    args = ["change", "--before", str(before_v), "--edits", str(only), "--out", str(tmp_path / "edits.tif")]
+    assert main([*args, "--device", "cpu", "--progress", "none"]) == 0
+    np.testing.assert_array_equal(read_raster(tmp_path / "edits.mask.tif")[0], read_raster(res.mask_path)[0])
+    np.testing.assert_array_equal(read_raster(tmp_path / "edits.tif")[0], read_raster(res.image_path)[0])
 
 
 def test_mismatched_before_is_refused_with_one_line(before, tmp_path, capsys):

@@ -42,6 +42,14 @@ from geodiff.cli.options import (
     default=None,
     help="The after map as a class-map GeoTIFF on BEFORE's grid (instead of --osm/--vector/Overpass).",
 )
+@click.option(
+    "--edits",
+    "edits_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A vector layer of only the edited features (with --class-field), painted over BEFORE's map "
+    "(background features remove what was there).",
+)
 @output_path("--out", "The after image (RGB GeoTIFF).", required=True, param="out_path")
 @output_path("--mask-out", "The after semantic map. Default: <out>.mask.tif beside --out.")
 @output_path(
@@ -72,6 +80,7 @@ def change(
     vector_path: Path | None,
     class_field: str,
     map_path: Path | None,
+    edits_path: Path | None,
     out_path: Path,
     mask_out: Path | None,
     change_out: Path | None,
@@ -88,7 +97,7 @@ def change(
 
     \b
     Only the windows touching the change are computed. Writes the after image, its semantic map and
-    a change mask together (all three or none). Without --map/--osm/--vector the after map comes
+    a change mask together (all three or none). Without --map/--edits/--osm/--vector the after map comes
     from the Overpass API (needs internet).
     """
     from geodiff.change import DEFAULT_MARGIN_M, plan_change, synthesize_change
@@ -99,6 +108,7 @@ def change(
         change_out=change_out,
         mask_out=mask_out,
         map_path=map_path,
+        edits_path=edits_path,
         osm_path=osm_path,
         vector_path=vector_path,
         class_field=class_field,
