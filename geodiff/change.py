@@ -34,6 +34,7 @@ from geodiff.errors import CorruptFileError, InputNotFoundError, InvalidParamete
 from geodiff.grid import BBox, Grid
 from geodiff.progress import ProgressCallback, report
 from geodiff.settings import Settings, get_settings
+from geodiff.synth import global_origin
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -463,7 +464,8 @@ def _region_strips(plan: SynthPlan, region: Region, settings: Settings) -> list[
 
 
 def _compute_region(
-    cp: ChangePlan,
+    plan: SynthPlan,
+    before_reader: Callable[[int, int, int, int], np.ndarray],
     model: GeodiffModel,
     region: Region,
     after_map: Callable[[int, int, int, int], np.ndarray],
@@ -477,15 +479,15 @@ def _compute_region(
 
     from geodiff.noise import location_noise, place_key
     from geodiff.pipeline import GeodiffPipeline, KnownRegion
-    from geodiff.synth import _canvas_generator, global_origin
+    from geodiff.synth import _canvas_generator
 
-    plan, lay, f = cp.synth, cp.synth.layout, model.latent_factor
+    lay, f = plan.layout, model.latent_factor
     top, left = lay.rows[region.a], lay.cols[region.c]
     height = lay.rows[region.b] + lay.tile - top
     width = lay.cols[region.d] + lay.tile - left
     g_row, g_col = global_origin(plan.grid)
     off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # the bbox grid inside the canvas
-    before = _read_rgb_window(cp.before_path, top - off_r, left - off_c, height, width)
+    before = before_reader(top - off_r, left - off_c, height, width)
     # the new image's weight: alpha inside the bbox, 1 outside it (no BEFORE there: generated freely)
     alpha = alpha_canvas(top, left, height, width)
     work = torch.from_numpy(before).float().div(127.5).sub(1).permute(2, 0, 1)[None]  # [1, 3, h, w]
@@ -522,6 +524,120 @@ def _compute_region(
         done = s_top + keep
     rgb = ((work[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     return top, left, rgb
+
+
+@dataclass
+class Inpainted:
+    """The changed pixels, the area around them, and the new pixels of every computed region."""
+
+    changed: np.ndarray
+    area: np.ndarray
+    patches: list[tuple[int, int, np.ndarray]]  # (bbox row, bbox col, rgb uint8) of each region
+    windows: int
+
+    def paste(self, rgb: np.ndarray, row: int = 0) -> np.ndarray:
+        """Put the new pixels into ``rgb`` (bbox-grid rows ``row..``, (h, W, 3) uint8, BEFORE's), in place."""
+        h, width = rgb.shape[:2]
+        for p_row, p_col, patch in self.patches:
+            r0, r1 = max(row, p_row), min(row + h, p_row + patch.shape[0])
+            c0, c1 = max(0, p_col), min(width, p_col + patch.shape[1])
+            if r1 <= r0 or c1 <= c0:
+                continue
+            sel = self.area[r0:r1, c0:c1]
+            dst = rgb[r0 - row : r1 - row, c0:c1]
+            dst[sel] = patch[r0 - p_row : r1 - p_row, c0 - p_col : c1 - p_col][sel]
+        return rgb
+
+
+def inpaint_change(
+    plan: SynthPlan,
+    before_reader: Callable[[int, int, int, int], np.ndarray],
+    before_map: np.ndarray,
+    after_bbox: np.ndarray,
+    after_map: Callable[[int, int, int, int], np.ndarray],
+    margin_px: int,
+    settings: Settings,
+    progress: ProgressCallback | None = None,
+    on_event: Callable[..., None] | None = None,
+    model: GeodiffModel | None = None,
+) -> Inpainted:
+    """The core of a change: which pixels changed class (``before_map`` vs ``after_bbox`` on the plan's grid),
+    the area within ``margin_px``, and the inpainted regions. ``before_reader(row, col, h, w)`` gives BEFORE's
+    uint8 pixels at bbox-grid rows/cols (edge-replicated past the grid), ``after_map(row, col, h, w)`` the after
+    class map at canvas rows/cols."""
+    grid, lay = plan.grid, plan.layout
+    g_row, g_col = global_origin(grid)
+    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
+    changed = before_map != after_bbox
+    area, alpha = change_area(changed, margin_px)
+
+    def alpha_canvas(row: int, col: int, h: int, w: int) -> np.ndarray:
+        out = np.ones((h, w), np.float32)
+        r0, r1 = max(row, off_r), min(row + h, off_r + grid.height)
+        c0, c1 = max(col, off_c), min(col + w, off_c + grid.width)
+        if r1 > r0 and c1 > c0:
+            out[r0 - row : r1 - row, c0 - col : c1 - col] = alpha[
+                r0 - off_r : r1 - off_r, c0 - off_c : c1 - off_c
+            ]
+        return out
+
+    area_canvas = np.zeros((lay.height, lay.width), bool)
+    area_canvas[off_r : off_r + grid.height, off_c : off_c + grid.width] = area
+    regions = change_regions(area_canvas, plan, context=lay.overlap // 2)
+    windows = sum(r.windows for r in regions)
+    if on_event is not None:
+        on_event(event="change", changed_pixels=int(changed.sum()), regions=len(regions), windows=windows)
+    # the new pixels of every region, composited into BEFORE (kept only where the area is)
+    patches: list[tuple[int, int, np.ndarray]] = []
+    if regions:
+        model = model if model is not None else plan.model.load(plan.device)
+        if on_event is not None:
+            on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
+        for i, region in enumerate(regions):
+            sub = None if progress is None else (
+                lambda fr, msg, i=i: progress(0.05 + 0.9 * (i + fr) / len(regions), msg)
+            )  # fmt: skip
+            top, left, rgb = _compute_region(
+                plan, before_reader, model, region, after_map, alpha_canvas, settings, sub
+            )
+            patches.append((top - off_r, left - off_c, rgb))
+    return Inpainted(changed, area, patches, windows)
+
+
+def render_change(
+    plan: SynthPlan,
+    before_rgb: np.ndarray,
+    before_map: np.ndarray,
+    after_map: np.ndarray,
+    margin_m: float = DEFAULT_MARGIN_M,
+    model: GeodiffModel | None = None,
+    settings: Settings | None = None,
+) -> tuple[np.ndarray, Inpainted]:
+    """In memory: the after image (H, W, 3) uint8 of ``before_rgb`` (what :func:`geodiff.synth.render` gave for
+    ``plan``) for the edited class map ``after_map`` (H, W) on the plan's grid (the canvas past the grid edge
+    repeats its edge). Returns ``(after_rgb, Inpainted)``; augmentation (``geodiff augment --changes``)."""
+    settings = settings or get_settings()
+    grid, lay = plan.grid, plan.layout
+    g_row, g_col = global_origin(grid)
+    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
+    canvas_map = np.pad(
+        after_map,
+        ((off_r, lay.height - grid.height - off_r), (off_c, lay.width - grid.width - off_c)),
+        mode="edge",
+    )
+
+    def before_reader(row: int, col: int, h: int, w: int) -> np.ndarray:
+        r0, r1 = max(0, row), min(grid.height, row + h)
+        c0, c1 = max(0, col), min(grid.width, col + w)
+        pad = ((r0 - row, row + h - r1), (c0 - col, col + w - c1), (0, 0))
+        return np.pad(before_rgb[r0:r1, c0:c1], pad, mode="edge")
+
+    done = inpaint_change(
+        plan, before_reader, before_map, after_map,
+        lambda r, c, h, w: canvas_map[r : r + h, c : c + w], math.ceil(margin_m / grid.resolution - 1e-9),
+        settings, model=model,
+    )  # fmt: skip
+    return done.paste(before_rgb.copy()), done
 
 
 def _paint_edits(
@@ -568,7 +684,7 @@ def synthesize_change(
 
     from geodiff.io import Transaction, class_map_writer, geotiff_writer, rgb_writer, write_style
     from geodiff.rasterize import rasterize_features
-    from geodiff.synth import global_origin, provenance
+    from geodiff.synth import provenance
 
     settings = settings or get_settings()
     if isinstance(plan_or_before, ChangePlan):
@@ -613,37 +729,11 @@ def synthesize_change(
             def after_map(row: int, col: int, h: int, w: int) -> np.ndarray:
                 return rasterize_features(feats, plan.canvas_grid().window(row, col, h, w))
 
-        changed = before_map != after_bbox
-        area, alpha = change_area(changed, cp.margin_px)
-
-        def alpha_canvas(row: int, col: int, h: int, w: int) -> np.ndarray:
-            out = np.ones((h, w), np.float32)
-            r0, r1 = max(row, off_r), min(row + h, off_r + grid.height)
-            c0, c1 = max(col, off_c), min(col + w, off_c + grid.width)
-            if r1 > r0 and c1 > c0:
-                out[r0 - row : r1 - row, c0 - col : c1 - col] = alpha[
-                    r0 - off_r : r1 - off_r, c0 - off_c : c1 - off_c
-                ]
-            return out
-
-        area_canvas = np.zeros((lay.height, lay.width), bool)
-        area_canvas[off_r : off_r + grid.height, off_c : off_c + grid.width] = area
-        regions = change_regions(area_canvas, plan, context=lay.overlap // 2)
-        windows = sum(r.windows for r in regions)
-        if on_event is not None:
-            on_event(event="change", changed_pixels=int(changed.sum()), regions=len(regions), windows=windows)
-        # the new pixels of every region, composited into BEFORE (kept only where the area is)
-        patches: list[tuple[int, int, np.ndarray]] = []
-        if regions:
-            model = plan.model.load(plan.device)
-            if on_event is not None:
-                on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
-            for i, region in enumerate(regions):
-                sub = None if progress is None else (
-                    lambda fr, msg, i=i: progress(0.05 + 0.9 * (i + fr) / len(regions), msg)
-                )  # fmt: skip
-                top, left, rgb = _compute_region(cp, model, region, after_map, alpha_canvas, settings, sub)
-                patches.append((top - off_r, left - off_c, rgb))
+        done = inpaint_change(
+            plan, lambda r, c, h, w: _read_rgb_window(cp.before_path, r, c, h, w), before_map, after_bbox,
+            after_map, cp.margin_px, settings, progress, on_event,
+        )  # fmt: skip
+        changed, area, windows = done.changed, done.area, done.windows
         # write: BEFORE's pixels everywhere, the new ones inside the area, strip by strip
         report(progress, 0.95, "writing")
         tags = {**provenance(plan), "CHANGE_OF": cp.before_path.name, "CHANGE_MARGIN_M": f"{cp.margin_m:g}",
@@ -664,14 +754,7 @@ def synthesize_change(
             for row in range(0, grid.height, step):
                 h = min(step, grid.height - row)
                 rgb = _read_rgb_window(cp.before_path, row, 0, h, grid.width)
-                for p_row, p_col, patch in patches:
-                    r0, r1 = max(row, p_row), min(row + h, p_row + patch.shape[0])
-                    c0, c1 = max(0, p_col), min(grid.width, p_col + patch.shape[1])
-                    if r1 <= r0 or c1 <= c0:
-                        continue
-                    sel = area[r0:r1, c0:c1]
-                    dst = rgb[r0 - row : r1 - row, c0:c1]
-                    dst[sel] = patch[r0 - p_row : r1 - p_row, c0 - p_col : c1 - p_col][sel]
+                done.paste(rgb, row)
                 window = Window(0, row, grid.width, h)
                 rgb_dst.write(np.moveaxis(rgb, -1, 0), window=window)
                 m_dst.write(after_bbox[row : row + h][None].astype(np.uint8), window=window)
