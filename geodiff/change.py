@@ -767,3 +767,96 @@ def synthesize_change(
         plan.out_path, plan.mask_path, cp.change_path, grid, int(changed.sum()), int(area.sum()), windows,
         time.monotonic() - started, cp, tags,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random plausible edits (``geodiff augment --changes``)
+# ---------------------------------------------------------------------------------------------------------
+
+EDIT_KINDS = ("remove_building", "add_building", "add_road", "add_pond")
+_FREE = (0, 4)  # background, vegetation: where something new may be put
+
+
+def _edit_remove_building(
+    m: np.ndarray, rng: np.random.Generator, res: float
+) -> tuple[np.ndarray, tuple] | None:
+    from scipy import ndimage
+
+    from geodiff.classes import BUILDING
+
+    labels, n = ndimage.label(m == BUILDING)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    ok = np.flatnonzero(sizes >= max(4, round(20 / res**2)))
+    if ok.size == 0:
+        return None
+    k = int(rng.choice(ok)) + 1
+    sl = ndimage.find_objects(labels)[k - 1]
+    out = m.copy()
+    out[labels == k] = 0
+    return out, (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+
+
+def _edit_box(m, rng, res, cls, lo_m, hi_m, ellipse=False):
+    h_px, w_px = m.shape
+    for _ in range(40):
+        bh, bw = (max(2, round(float(rng.uniform(lo_m, hi_m)) / res)) for _ in range(2))
+        if bh + 4 >= h_px or bw + 4 >= w_px:
+            continue
+        r, c = int(rng.integers(2, h_px - bh - 2)), int(rng.integers(2, w_px - bw - 2))
+        if not np.isin(m[r - 2 : r + bh + 2, c - 2 : c + bw + 2], _FREE).all():
+            continue
+        out = m.copy()
+        if ellipse:
+            yy, xx = np.mgrid[:bh, :bw]
+            inside = ((yy + 0.5 - bh / 2) / (bh / 2)) ** 2 + ((xx + 0.5 - bw / 2) / (bw / 2)) ** 2 <= 1
+            out[r : r + bh, c : c + bw][inside] = cls
+        else:
+            out[r : r + bh, c : c + bw] = cls
+        return out, (r, c, r + bh, c + bw)
+    return None
+
+
+def _edit_add_road(m: np.ndarray, rng: np.random.Generator, res: float) -> tuple[np.ndarray, tuple] | None:
+    from geodiff.classes import BUILDING, ROAD, WATER
+
+    width = max(2, round(float(rng.uniform(6, 10)) / res))
+    vertical = bool(rng.integers(2))
+    mm = m.T if vertical else m
+    if mm.shape[0] <= width + 4:
+        return None
+    for _ in range(20):
+        r = int(rng.integers(2, mm.shape[0] - width - 2))
+        band = mm[r : r + width]
+        if np.isin(band, (BUILDING, WATER)).any() or (band == ROAD).mean() > 0.5:
+            continue
+        out = mm.copy()
+        out[r : r + width] = ROAD
+        out = out.T if vertical else out
+        box = (0, r, m.shape[0], r + width) if vertical else (r, 0, r + width, m.shape[1])
+        return np.ascontiguousarray(out), box
+    return None
+
+
+def random_edit(
+    class_map: np.ndarray, rng: np.random.Generator, resolution: float
+) -> tuple[np.ndarray, dict]:
+    """A random plausible edit of a class map: remove a building, add a building (8-20 m), add a road (6-10 m
+    wide, across the map, not through buildings or water) or add a pond (10-30 m); kinds are tried in a random
+    order until one fits. Returns ``(edited map, {"kind", "rows": [r0, r1], "cols": [c0, c1]})`` (``kind`` None
+    when nothing fits)."""
+    from geodiff.classes import BUILDING, WATER
+
+    tries = {
+        "remove_building": lambda: _edit_remove_building(class_map, rng, resolution),
+        "add_building": lambda: _edit_box(class_map, rng, resolution, BUILDING, 8, 20),
+        "add_road": lambda: _edit_add_road(class_map, rng, resolution),
+        "add_pond": lambda: _edit_box(class_map, rng, resolution, WATER, 10, 30, ellipse=True),
+    }
+    for kind in rng.permutation(EDIT_KINDS):
+        got = tries[str(kind)]()
+        if got is not None:
+            out, (r0, c0, r1, c1) = got
+            return out, {"kind": str(kind), "rows": [int(r0), int(r1)], "cols": [int(c0), int(c1)]}
+    return class_map.copy(), {"kind": None, "rows": None, "cols": None}

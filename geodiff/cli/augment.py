@@ -66,6 +66,21 @@ from geodiff.cli.options import (
     help="Render the samples as tasks on a local Dask cluster of N worker processes.",
 )
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Render on an existing Dask cluster.")
+@click.option(
+    "--changes",
+    is_flag=True,
+    help="Change-detection sets: each sample also gets a random plausible edit of its map (remove/add a "
+    "building, add a road or a pond) and its after image, after mask and change mask (after_images/, "
+    "after_masks/, changes/; the manifest says what was edited). Runs in this process.",
+)
+@click.option(
+    "--margin",
+    "margin_m",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="M",
+    help="With --changes: metres around an edit that may change too (default 8).",
+)
 @progress_option
 @overwrite_option
 def augment(
@@ -91,6 +106,8 @@ def augment(
     out_dir: Path,
     workers: int | None,
     scheduler: str | None,
+    changes: bool,
+    margin_m: float | None,
     progress_mode: str,
     overwrite: bool,
 ) -> None:
@@ -110,6 +127,8 @@ def augment(
     for p, name in ((osm_path, "--osm"), (vector_path, "--vector")):
         if p is not None and not p.exists():
             raise InputNotFoundError(f"{name} {p} does not exist")
+    if changes and (workers is not None or scheduler is not None):
+        raise InvalidParameterError("--changes renders in this process: leave out --workers/--scheduler")
     windows = read_windows(windows_path, bbox_crs) if windows_path is not None else None
     box = parse_bbox(area, crs=bbox_crs) if area is not None else None
     progress = make_progress(progress_mode, "augment")
@@ -145,5 +164,7 @@ def augment(
             progress=progress,
             client=client,
             threads_per_worker=worker_threads(threads),
+            changes=changes,
+            margin_m=margin_m,
         )
     click.echo(f"Wrote {result.n_samples} pairs to {result.out_dir} in {result.seconds:.0f} s", err=True)
