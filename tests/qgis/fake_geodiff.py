@@ -156,7 +156,7 @@ def main():
         "--margin",
     ):
         parser.add_argument(opt)
-    for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty"):
+    for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty", "--changes"):
         parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
 

@@ -104,3 +104,18 @@ def test_real_change_of_a_real_synthesis(qgis_app, sample_osm, tmp_path):
     layer = QgsRasterLayer(str(change), "change")
     assert layer.dataProvider().bandStatistics(1).maximumValue > 0  # the drawn building changed some pixels
     assert change.with_suffix(".qml").is_file()
+
+
+def test_augment_passes_changes(fake_geodiff, tmp_path):
+    import processing
+
+    params = {
+        "EXTENT": "24.90,24.91,60.15,60.16 [EPSG:4326]",
+        "N_TILES": 2,
+        "OUTPUT_FOLDER": str(tmp_path / "aug"),
+    }
+    processing.run("geodiff:augment", params, feedback=QgsProcessingFeedback())
+    assert "--changes" not in json.loads(fake_geodiff.args_file.read_text())
+    processing.run("geodiff:augment", {**params, "CHANGES": True, "OUTPUT_FOLDER": str(tmp_path / "aug2")},
+                   feedback=QgsProcessingFeedback())  # fmt: skip
+    assert "--changes" in json.loads(fake_geodiff.args_file.read_text())
