@@ -41,8 +41,10 @@ JUDGE = RESULTS / "judge_segnet"
 
 
 def _free_spot(mask: np.ndarray, h: int, w: int) -> tuple[int, int]:
-    """Top-left of the h x w block (away from the edges) with the fewest buildings and roads."""
-    busy = np.isin(mask, (BUILDING, ROAD)).astype(np.float64)
+    """Top-left of the h x w block (away from the edges) with the most open land (background, vegetation):
+    where a planner could put a building or a road (not in the sea)."""
+    busy = ~np.isin(mask, (0, 4)).astype(bool)
+    busy = busy.astype(np.float64)
     ii = np.pad(busy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     best, where = np.inf, (0, 0)
     for r in range(40, mask.shape[0] - h - 40, 8):
