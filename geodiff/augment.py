@@ -148,10 +148,11 @@ def _write_sample(
     grid: Grid,
     fmt: str,
     tags: dict[str, str],
+    prefix: str = "",
 ) -> tuple[str, str]:
     from geodiff.io import write_class_map, write_png, write_rgb
 
-    image_rel, mask_rel = f"images/{sid}.{fmt}", f"masks/{sid}.{fmt}"
+    image_rel, mask_rel = f"{prefix}images/{sid}.{fmt}", f"{prefix}masks/{sid}.{fmt}"
     if fmt == "tif":
         # no style sidecars: loaders glob images/ and masks/, which must hold nothing but the pairs
         write_rgb(root / image_rel, rgb, grid, tags, style=False)
@@ -216,7 +217,7 @@ def _finalise(tmp: Path, out: Path, overwrite: bool) -> None:
     tx = Transaction(overwrite=True)
     written: set[str] = set()
     with tx:  # all new samples and the manifests, or nothing: the old dataset stays whole until then
-        for sub in ("images", "masks"):
+        for sub in sorted(p.name for p in tmp.iterdir() if p.is_dir()):
             tx.mkdir(out / sub)
             for item in sorted((tmp / sub).iterdir()):
                 rel = f"{sub}/{item.name}"
@@ -238,9 +239,9 @@ def _listed_files(manifest: dict[str, Any]) -> set[str]:
     """The sample files a geodiff manifest lists (the only ones ``--overwrite`` may replace or remove)."""
     listed = set()
     for rec in manifest.get("samples", []):
-        for key in ("image", "mask"):
+        for key in ("image", "mask", "after_image", "after_mask", "change"):
             rel = str(rec.get(key, ""))
-            if rel.startswith(("images/", "masks/")) and ".." not in rel:
+            if rel.startswith(("images/", "masks/", *(f"{f}/" for f in CHANGE_FOLDERS))) and ".." not in rel:
                 listed.add(rel)
     return listed
 
@@ -272,6 +273,8 @@ def generate_dataset(
     sampling: SamplingOptions | None = None,
     source: SourceOptions | None = None,
     cluster: ClusterOptions | None = None,
+    changes: bool = False,
+    margin_m: float | None = None,
 ) -> AugmentResult:
     """Generate a paired (synthetic image, mask) dataset in ``out_dir``.
 
@@ -313,6 +316,12 @@ def generate_dataset(
         ``model``, ``steps`` ... ``batch_size``, ``source`` for ``osm_path``, ``vector_path``, ``class_field``;
         give a value or its flat arguments, not both. ``cluster`` opens the Dask cluster it names for the run
         (instead of ``client``) or, without one, sets this process's torch threads.
+    changes
+        Change-detection sets: each sample also gets a random plausible edit of its map
+        (:func:`geodiff.change.random_edit`: remove or add a building, add a road or a pond) and the after image
+        of that edit (:func:`geodiff.change.render_change`, BEFORE's pixels outside the edit + ``margin_m``), in
+        ``after_images/``, ``after_masks/`` and ``changes/`` (change codes, see :mod:`geodiff.change`); the
+        manifest records the edit. Runs in this process (not with ``client``).
 
     Returns
     -------
@@ -329,14 +338,16 @@ def generate_dataset(
         if cluster is not None:
             cluster.use_threads()
         return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
-                         min_labeled, overwrite, progress, client, threads_per_worker)  # fmt: skip
+                         min_labeled, overwrite, progress, client, threads_per_worker, changes,
+                         margin_m)  # fmt: skip
     if client is not None:
         raise InvalidParameterError("give a Dask client or cluster options, not both")
     from geodiff.distributed import dask_client
 
     with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker) as client:
         return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
-                         min_labeled, overwrite, progress, client, cluster.threads_per_worker)  # fmt: skip
+                         min_labeled, overwrite, progress, client, cluster.threads_per_worker, changes,
+                         margin_m)  # fmt: skip
 
 
 def _generate(
@@ -354,6 +365,8 @@ def _generate(
     progress: ProgressCallback | None,
     client: Any,
     threads_per_worker: int,
+    changes: bool = False,
+    margin_m: float | None = None,
 ) -> AugmentResult:
     from geodiff.models import resolve_device, resolve_model
     from geodiff.rasterize import rasterize_bbox
@@ -377,6 +390,8 @@ def _generate(
     if not 0.0 <= min_labeled <= 1.0:
         raise InvalidParameterError(f"--min-labeled is a fraction in [0, 1], got {min_labeled}")
     steps = check_request(sampling.steps, sampler, sampling.batch_size, seed, guidance_scale)
+    if changes and client is not None:
+        raise InvalidParameterError("--changes renders in this process: leave out --workers/--scheduler")
     check_dataset_output(out, overwrite)
 
     settings = get_settings()
@@ -397,8 +412,8 @@ def _generate(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder should get normal permissions
     try:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
+        for sub in ("images", "masks", *(CHANGE_FOLDERS if changes else ())):
+            (tmp / sub).mkdir()
         features = None
         todo: list[tuple[BBox, str | None]]
         if area is not None:
@@ -449,8 +464,13 @@ def _generate(
         for wi, s, plan, (rgb, class_map) in rendered:
             win = Window(wi, plan.grid, class_map)
             sid = _sample_id(wi, s)
-            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, run_tags(plan))
+            tags = run_tags(plan)
+            image_rel, mask_rel = _write_sample(tmp, sid, rgb, win.class_map, win.grid, fmt, tags)
             records.append(_record(sid, image_rel, mask_rel, win, s))
+            if changes:
+                records[-1].update(
+                    _write_change(tmp, sid, plan, model_obj, rgb, win, fmt, tags, seed, margin_m, settings)
+                )
             report(progress, len(records) / total, f"sample {len(records)}/{total}")
         _write_manifests(
             tmp,
@@ -463,6 +483,7 @@ def _generate(
                 "seeds_per_window": seeds_per_window,
                 "image_format": fmt,
                 "source": str(source),
+                **({"changes": CHANGES_INFO} if changes else {}),
             },
         )
         _finalise(tmp, out, overwrite)
@@ -472,6 +493,73 @@ def _generate(
     return AugmentResult(
         out, len(records), out / "manifest.json", out / "manifest.csv", time.monotonic() - started
     )
+
+
+CHANGE_FOLDERS = ("after_images", "after_masks", "changes")
+CHANGES_INFO = {
+    "layout": {
+        "after_images": "after_images/<id>",
+        "after_masks": "after_masks/<id>",
+        "changes": "changes/<id>",
+    },
+    "change_values": "0 unchanged; 1 + old * 5 + new where class old became new; 255 from/to no class",
+    "edits": "one random edit per sample (edit, edit_rows, edit_cols in pixels): remove_building, add_building, "
+    "add_road, add_pond; the after image equals the image outside the changed pixels grown by the margin",
+}
+
+
+def _write_change(
+    root: Path,
+    sid: str,
+    plan: SynthPlan,
+    model: Any,
+    rgb: np.ndarray,
+    win: Window,
+    fmt: str,
+    tags: dict[str, object],
+    seed: int,
+    margin_m: float | None,
+    settings: Any,
+) -> dict[str, Any]:
+    """A random edit of the sample's map, its after image and change mask, written beside the pair."""
+    from geodiff.change import DEFAULT_MARGIN_M, change_code, random_edit, render_change
+
+    rng = np.random.default_rng([seed, win.index, int(tags["SEED"])])  # type: ignore[call-overload]
+    after_map, edit = random_edit(win.class_map, rng, win.grid.resolution)
+    margin = DEFAULT_MARGIN_M if margin_m is None else margin_m
+    after_rgb, done = render_change(
+        plan, rgb, win.class_map, after_map, margin, model=model, settings=settings
+    )
+    after_tags = {**tags, "CHANGE_EDIT": edit["kind"], "CHANGE_MARGIN_M": f"{margin:g}"}
+    after_rel, after_mask_rel = _write_sample(
+        root, sid, after_rgb, after_map, win.grid, fmt, after_tags, "after_"
+    )
+    code = change_code(win.class_map, after_map)
+    change_rel = f"changes/{sid}.{fmt}"
+    if fmt == "tif":
+        from geodiff.io import geotiff_writer
+
+        with geotiff_writer(
+            root / change_rel, win.grid, 1, "uint8", after_tags, ("change",), nodata=None
+        ) as dst:
+            dst.write(code[None])
+    else:
+        from PIL import Image
+
+        from geodiff.io import atomic_path
+
+        with atomic_path(root / change_rel) as tmp:
+            Image.fromarray(code, mode="L").save(tmp, format="PNG")
+    return {
+        "after_image": after_rel,
+        "after_mask": after_mask_rel,
+        "change": change_rel,
+        "edit": edit["kind"],
+        "edit_rows": edit["rows"],
+        "edit_cols": edit["cols"],
+        "changed_pixels": int(done.changed.sum()),
+        "changed_area_pixels": int(done.area.sum()),
+    }
 
 
 def _record(sid: str, image_rel: str, mask_rel: str, win: Window, seed: int) -> dict[str, Any]:

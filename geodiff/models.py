@@ -214,3 +214,23 @@ def installed_models(settings: Settings | None = None) -> list[ModelRef]:
                 except ModelError:
                     continue  # a broken folder is not a model; `geodiff models` should still list the rest
     return list(seen.values())
+
+
+def model_fingerprint(ref: ModelRef) -> str | None:
+    """A short content hash of a model folder (config and weights): two runs used the same model iff their
+    fingerprints match, whatever name or path reached it (``geodiff change`` checks it). ``None`` for an
+    in-memory model."""
+    import hashlib
+
+    if ref.path is None:
+        return None
+    root = Path(ref.path)
+    h = hashlib.sha256()
+    files = [root / "config.json", *sorted(root.rglob("*.safetensors")), *sorted(root.rglob("*.bin"))]
+    for file in files:
+        if file.is_file():
+            h.update(file.relative_to(root).as_posix().encode() + b"\0")
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]

@@ -43,6 +43,31 @@ class GeodiffPipelineOutput:
     latents: torch.Tensor | None = None
 
 
+@dataclass
+class KnownRegion:
+    """Latent inpainting (RePaint-style): keep the canvas's known latents where ``mask`` is 0.
+
+    After every scheduler step the known part is replaced by ``latents`` re-noised to the next step's noise
+    level with ``noise`` (``x = m * x + (1 - m) * noised(latents)``; the clean ``latents`` after the last step),
+    so only the masked part is generated and it is denoised in the context of the known content.
+    ``latents`` and ``noise`` are ``[B, C, H/f, W/f]``, ``mask`` ``[B, 1, H/f, W/f]`` in [0, 1] (feathered).
+    """
+
+    latents: torch.Tensor
+    mask: torch.Tensor
+    noise: torch.Tensor
+
+    def keep(self, x: torch.Tensor, sched: Any, t_next: Any | None) -> torch.Tensor:
+        """``x`` with the known region put back at the noise level of ``t_next`` (``None``: clean)."""
+        z0, m = self.latents.to(x.device, x.dtype), self.mask.to(x.device, x.dtype)
+        if t_next is None:
+            ref = z0
+        else:
+            ac = sched.alphas_cumprod.to(x.device, torch.float64)[int(t_next)]
+            ref = z0 * ac.sqrt().to(x.dtype) + self.noise.to(x.device, x.dtype) * (1 - ac).sqrt().to(x.dtype)
+        return m * x + (1 - m) * ref
+
+
 def canvas_windows(size: int, tile: int, overlap: int) -> list[int]:
     """Window origins along one canvas axis of ``size`` px: ``[0]`` when it fits one window, else every
     ``tile - overlap`` px with the last window ending exactly at ``size``."""
@@ -145,6 +170,7 @@ class GeodiffPipeline:
         output_type: OutputType = "np",
         return_latents: bool = False,
         progress: ProgressCallback | None = None,
+        known: KnownRegion | None = None,
     ) -> GeodiffPipelineOutput:
         """Denoise from noise to images conditioned on ``class_map`` (``[H, W]`` or ``[B, H, W]`` class ids).
 
@@ -176,6 +202,8 @@ class GeodiffPipeline:
             Also return the final latents.
         progress
             ``progress(fraction, message)`` callback.
+        known
+            Inpainting: latents to keep outside a mask (see :class:`KnownRegion`; ``geodiff change``).
 
         Returns
         -------
@@ -242,6 +270,8 @@ class GeodiffPipeline:
                 done += 1
                 report(progress, done / total, f"denoising step {i + 1}/{len(steps)}")
             x = sched.step(eps / weight, t, x, generator=generator).prev_sample
+            if known is not None:
+                x = known.keep(x, sched, steps[i + 1] if i + 1 < len(steps) else None)
         if not torch.isfinite(x).all():
             raise ModelError(
                 "the model produced non-finite latents (NaN/inf): its weights are probably corrupt; "

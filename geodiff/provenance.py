@@ -43,6 +43,14 @@ def run_tags(plan: Run) -> dict[str, str]:
         "SOURCE": str(plan.source),
         "SYNTHETIC": "yes",
     }
+    from geodiff.models import model_fingerprint
+
+    fingerprint = model_fingerprint(plan.model)
+    if fingerprint is not None:  # `geodiff change` checks that its model is the one that made the image
+        tags["MODEL_SHA256"] = fingerprint
+    mask_path, out_path = getattr(plan, "mask_path", None), getattr(plan, "out_path", None)
+    if mask_path is not None and out_path is not None:  # where `geodiff change` finds the map
+        tags["MASK"] = mask_path.name if mask_path.parent == out_path.parent else mask_path.resolve()
     return {k: str(v) for k, v in tags.items()}
 
 

@@ -51,6 +51,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
     import torch
 
     import geodiff.augment
+    import geodiff.change
     import geodiff.distributed
     import geodiff.evaluate.report
     import geodiff.evaluate.run
@@ -80,6 +81,16 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
         (geodiff.distributed, "dask_client"): contextlib.nullcontext("client"),
         (geodiff.augment, "generate_dataset"): SimpleNamespace(n_samples=0, out_dir="d", seconds=0.0),
         (geodiff.augment, "read_windows"): [],
+        (geodiff.change, "plan_change"): SimpleNamespace(),
+        (geodiff.change, "synthesize_change"): SimpleNamespace(
+            image_path="a.tif",
+            mask_path="a.mask.tif",
+            change_path="a.change.tif",
+            changed_pixels=0,
+            area_pixels=0,
+            windows=0,
+            seconds=0.0,
+        ),
         (geodiff.rasterize, "rasterize_to_file"): (np.zeros((2, 2), np.uint8), GRID),
         (geodiff.evaluate.run, "evaluate_model"): report,
         (geodiff.train.dataset, "build_from_mask_folder"): manifest,
@@ -106,7 +117,8 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
 def _files(tmp: Path) -> dict[str, Path]:
     names = {
         "osm": "a.osm", "osm2": "b.osm", "vector": "a.geojson", "windows": "w.txt", "windows2": "w2.txt",
-        "ortho": "o.tif", "ortho2": "o2.tif", "segnet": "segnet/x", "weights": "w.pt",
+        "ortho": "o.tif", "ortho2": "o2.tif", "before": "before.tif", "before2": "before2.tif",
+        "map": "map.tif", "edits": "edits.gpkg", "segnet": "segnet/x", "weights": "w.pt",
     }  # fmt: skip
     paths = {k: tmp / v for k, v in names.items()}
     for p in paths.values():
@@ -144,6 +156,7 @@ def _baselines(f: dict[str, Path], tmp: Path) -> dict[tuple[str, ...], list[dict
         ("train", "autoencoder"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("train", "diffusion"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("models",): [{}],
+        ("change",): [{"--before": f["before"], "--out": tmp / "after.tif"}],
         # positional arguments: a key without a value
         ("model", "mix-decoders"): [
             {str(f["vae_a"]): None, str(f["vae_b"]): None, "--alpha": 0.8, "--out": tmp / "mix"}
@@ -180,6 +193,10 @@ def _values(f: dict[str, Path], tmp: Path) -> dict[str, Any]:
         "--alpha": 0.5,
         "--vae": f["vae_a"],
         "--run-dir": f["data2"],
+        "--before": f["before2"],
+        "--map": f["map"],
+        "--edits": f["edits"],
+        "--change-out": tmp / "c.tif",
     }
 
 

@@ -31,6 +31,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Measure a model: map fidelity, distribution distance, seams.",
     ),
     "augment": ("geodiff.cli.augment", "augment", "Generate a paired synthetic image + mask dataset."),
+    "change": (
+        "geodiff.cli.change",
+        "change",
+        "After image + change mask of a geodiff output for an edited map.",
+    ),
     "models": ("geodiff.cli.models", "models", "List installed models (resolution, classes, metrics)."),
     "model": (
         "geodiff.cli.model",

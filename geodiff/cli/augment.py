@@ -56,6 +56,21 @@ from geodiff.options import ClusterOptions, SamplingOptions, SourceOptions
     workers_help="Render the samples as tasks on a local Dask cluster of N worker processes.",
     scheduler_help="Render on an existing Dask cluster.",
 )
+@click.option(
+    "--changes",
+    is_flag=True,
+    help="Change-detection sets: each sample also gets a random plausible edit of its map (remove/add a "
+    "building, add a road or a pond) and its after image, after mask and change mask (after_images/, "
+    "after_masks/, changes/; the manifest says what was edited). Runs in this process.",
+)
+@click.option(
+    "--margin",
+    "margin_m",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="M",
+    help="With --changes: metres around an edit that may change too (default 8).",
+)
 @progress_option
 @overwrite_option
 def augment(
@@ -71,6 +86,8 @@ def augment(
     sampling: SamplingOptions,
     out_dir: Path,
     cluster: ClusterOptions,
+    changes: bool,
+    margin_m: float | None,
     progress_mode: str,
     overwrite: bool,
 ) -> None:
@@ -90,6 +107,8 @@ def augment(
     for p, name in ((source.osm_path, "--osm"), (source.vector_path, "--vector")):
         if p is not None and not p.exists():
             raise InputNotFoundError(f"{name} {p} does not exist")
+    if changes and cluster.distributed:
+        raise InvalidParameterError("--changes renders in this process: leave out --workers/--scheduler")
     windows = read_windows(windows_path, bbox_crs) if windows_path is not None else None
     box = parse_bbox(area, crs=bbox_crs) if area is not None else None
     progress = make_progress(progress_mode, "augment")
@@ -108,6 +127,8 @@ def augment(
             sampling=sampling,
             source=source,
             cluster=cluster,
+            changes=changes,
+            margin_m=margin_m,
         )
     finally:
         close_progress(progress)

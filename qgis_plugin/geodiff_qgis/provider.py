@@ -48,6 +48,7 @@ class GeodiffProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         from .algorithms.augment_algorithm import AugmentAlgorithm
+        from .algorithms.change_algorithm import ChangeAlgorithm
         from .algorithms.install_algorithm import InstallAlgorithm
         from .algorithms.rasterize_algorithm import RasterizeAlgorithm
         from .algorithms.synthesize_algorithm import SynthesizeAlgorithm
@@ -55,6 +56,7 @@ class GeodiffProvider(QgsProcessingProvider):
         self.addAlgorithm(SynthesizeAlgorithm())
         self.addAlgorithm(RasterizeAlgorithm())
         self.addAlgorithm(AugmentAlgorithm())
+        self.addAlgorithm(ChangeAlgorithm())
         self.addAlgorithm(InstallAlgorithm())
 
     def id(self):

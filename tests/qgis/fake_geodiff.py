@@ -86,6 +86,30 @@ def augment(args):
     return 0
 
 
+def change(args):
+    """``geodiff change``: after image, its semantic map and the change mask on the before image's grid."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    src = gdal.Open(args.before)
+    for path, bands in ((args.out, 3), (args.mask_out, 1), (args.change_out, 1)):
+        ds = gdal.GetDriverByName("GTiff").Create(
+            path, src.RasterXSize, src.RasterYSize, bands, gdal.GDT_Byte
+        )
+        ds.SetGeoTransform(src.GetGeoTransform())
+        ds.SetProjection(src.GetProjection())
+        ds = None
+    write_class_qml(args.mask_out)
+    with open(os.path.splitext(args.change_out)[0] + ".qml", "w") as f:
+        f.write('<!DOCTYPE qgis><qgis version="3.22" styleCategories="Symbology"><pipe>'
+                '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1"><colorPalette>'
+                '<paletteEntry value="0" color="#000000" alpha="0" label="unchanged"/>'
+                '<paletteEntry value="2" color="#c0392b" alpha="255" label="background -> building"/>'
+                "</colorPalette></rasterrenderer></pipe></qgis>")  # fmt: skip
+    emit(progress=1.0, message="done")
+    return 0
+
+
 def main():
     mode = os.environ.get("FAKE_GEODIFF_MODE", "ok")
     if sys.argv[1:2] == ["--version"]:
@@ -101,7 +125,7 @@ def main():
             json.dump(sys.argv[1:], f)
 
     parser = argparse.ArgumentParser(prog="geodiff")
-    parser.add_argument("command", choices=["rasterize", "synth", "augment"])
+    parser.add_argument("command", choices=["rasterize", "synth", "augment", "change"])
     for opt in (
         "--bbox",
         "--bbox-crs",
@@ -125,9 +149,14 @@ def main():
         "--format",
         "--threads",
         "--guidance-scale",
+        "--before",
+        "--edits",
+        "--map",
+        "--change-out",
+        "--margin",
     ):
         parser.add_argument(opt)
-    for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty"):
+    for flag in ("--overwrite", "--no-mask", "--dry-run", "--allow-empty", "--changes"):
         parser.add_argument(flag, action="store_true")
     args = parser.parse_args()
 
@@ -174,6 +203,8 @@ def main():
         return 2
     if args.command == "augment":
         return augment(args)
+    if args.command == "change":
+        return change(args)
     bbox = [float(v) for v in args.bbox.split(",")]
     if args.command == "synth":
         emit(event="device", device="cpu", dtype="float32")

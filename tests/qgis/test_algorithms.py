@@ -79,6 +79,7 @@ def test_provider_lists_the_algorithms(qgis_app):
         "geodiff:rasterize",
         "geodiff:synthesize",
         "geodiff:augment",
+        "geodiff:change",
         "geodiff:install",
     }
     for alg in provider.algorithms():

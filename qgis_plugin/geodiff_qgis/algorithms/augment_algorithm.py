@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputRasterLayer,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
@@ -34,6 +35,7 @@ class AugmentAlgorithm(SamplingParameters, GeodiffAlgorithm):
     N_TILES = "N_TILES"
     SEEDS_PER_TILE = "SEEDS_PER_TILE"
     MIN_LABELED = "MIN_LABELED"
+    CHANGES = "CHANGES"
     FORMAT = "FORMAT"
     FORMATS = ["tif", "png"]
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -102,6 +104,16 @@ class AugmentAlgorithm(SamplingParameters, GeodiffAlgorithm):
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.FORMAT, self.tr("Tile format"), options=self.FORMATS, defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.CHANGES,
+                self.tr(
+                    "Change-detection sets: also a random map edit per tile (remove/add a building, add a road "
+                    "or a pond) with its after image, after mask and change mask"
+                ),
+                defaultValue=False,
             )
         )
         self.add_sampling_parameters()
@@ -180,6 +192,8 @@ class AugmentAlgorithm(SamplingParameters, GeodiffAlgorithm):
         args += ["--format", self.FORMATS[self.parameterAsEnum(parameters, self.FORMAT, context)]]
         args += self.sampling_arguments(parameters, context)
         args += ["--out", folder]
+        if self.parameterAsBool(parameters, self.CHANGES, context):
+            args.append("--changes")
 
         steps = self.parameterAsInt(parameters, self.STEPS, context) if parameters.get(self.STEPS) else None
         seconds = cost * CPU_SECONDS_PER_WINDOW * (steps or DEFAULT_STEPS) / DEFAULT_STEPS
