@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from geodiff.synth import StripResult, SynthPlan, SynthResult
 
 RUN_SUFFIX = ".run"
+LOG_NAME = "dask.log"  # Dask's own logging during a run, in its run folder
 TASK_RETRIES = 2
 _WORKER_MODELS: dict[tuple[str, str], Any] = {}  # per worker process: (model folder, device) -> loaded model
 
@@ -59,28 +60,43 @@ def _require_dask() -> Any:
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None, threads: int = 1) -> Iterator[Any]:
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None, threads: int = 1, log: Path | None = None
+) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` (or the address in Dask's config / ``DASK_SCHEDULER_ADDRESS``)
-    if given, else a local cluster of ``workers`` processes with ``threads`` threads each (closed on exit)."""
+    if given, else a local cluster of ``workers`` processes with ``threads`` threads each (closed on exit).
+
+    With ``log``, Dask's own logging goes to that file instead of the terminal while the client is open (the
+    worker processes' output too, for a local cluster): errors reach the user as geodiff's one line."""
     distributed = _require_dask()
     import dask
 
-    address = scheduler or dask.config.get("scheduler-address", None)
-    if address:
-        client = distributed.Client(address)
-        try:
+    with contextlib.ExitStack() as stack:
+        if log is not None:
+            from geodiff._dask_log import WorkerOutputToFile, client_logs_to
+
+            stack.enter_context(client_logs_to(log))
+        address = scheduler or dask.config.get("scheduler-address", None)
+        if address:
+            try:
+                client = stack.enter_context(distributed.Client(address))
+            except (OSError, ValueError, TypeError) as exc:  # refused, timed out, or not an address at all
+                raise InvalidParameterError(
+                    f"no Dask scheduler answers at {address} ({exc}): check --scheduler (tcp://host:8786) "
+                    "and that the scheduler runs, or use --workers N for a local cluster"
+                ) from None
             yield client
-        finally:
-            client.close()
-        return
-    if workers is None or workers < 1:
-        raise InvalidParameterError(f"--workers must be at least 1, got {workers}")
-    with (
-        distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+            return
+        if workers is None or workers < 1:
+            raise InvalidParameterError(f"--workers must be at least 1, got {workers}")
+        cluster = stack.enter_context(
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
+            )
+        )
+        client = stack.enter_context(distributed.Client(cluster))
+        if log is not None:
+            client.register_plugin(WorkerOutputToFile(str(log)))
         yield client
 
 
@@ -323,7 +339,9 @@ def synthesize_distributed(
         features = plan.source.load(BBox(*plan.canvas_grid().bounds, crs=plan.grid.crs), settings)
         with contextlib.ExitStack() as stack:
             if client is None:
-                client = stack.enter_context(dask_client(workers, scheduler, threads_per_worker))
+                client = stack.enter_context(
+                    dask_client(workers, scheduler, threads_per_worker, log=run.path / LOG_NAME)
+                )
             if on_event is not None:
                 on_event(
                     event="cluster", workers=len(client.scheduler_info().get("workers", {})), tasks=len(todo)

@@ -684,3 +684,60 @@ def test_batch_size_and_threads_are_part_of_the_run_fingerprint(tmp_path: Path, 
         return plan_fingerprint(plan, threads)
 
     assert len({fp(8, 1), fp(4, 1), fp(8, 2)}) == 3 and fp(8, 1) == fp(8, 1)
+
+
+# --- Dask's own logging: in the run folder, not on the terminal -----------------------------------------------
+
+
+def _nan_model(path: Path) -> Path:
+    model = build_tiny_model()
+    with torch.no_grad():
+        next(model.unet.parameters()).view(-1)[:5] = float("nan")  # every strip fails with a ModelError
+    model.save_pretrained(path)
+    return path
+
+
+def test_a_model_error_on_dask_workers_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Not 22 lines of "Compute Failed" from each worker: one Error line, the details in the run's dask.log."""
+    out = tmp_path / "a.tif"
+    model = _nan_model(tmp_path / "nan")
+    argv = ["synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(model), "--out", str(out), "--steps", "2",
+            "--device", "cpu", "--workers", "2", "--progress", "none"]  # fmt: skip
+    assert main(argv) == ModelError.exit_code
+    err = capfd.readouterr().err  # file descriptors: what the worker processes print is caught too
+    assert err.count("\n") == 1 and err.startswith("Error: the model produced non-finite"), err
+    log = (tmp_path / "a.tif.run" / "dask.log").read_text()
+    assert "Compute Failed" in log and "ModelError" in log
+    assert not out.exists()
+
+
+def test_ctrl_c_on_a_dask_run_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers' tracebacks go to the run's dask.log."""
+    out = tmp_path / "a.tif"
+    proc = subprocess.Popen(
+        [*GEODIFF, "synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(out),
+         "--steps", "1000", "--sampler", "ddpm", "--device", "cpu", "--workers", "2", "--progress", "json"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if '"cluster"' in line:
+            break  # the workers run
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    rest = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.wait(timeout=120) == 130
+    lines = [line for line in rest.splitlines() if line.strip() and not line.startswith("{")]
+    assert lines == ["Aborted: no output was written under the final name."], rest
+    assert not out.exists() and (tmp_path / "a.tif.run" / "dask.log").is_file()
+
+
+def test_an_unreachable_scheduler_is_one_line(
+    tmp_path: Path, tiny_model: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import dask
+
+    argv = ["synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(tmp_path / "a.tif"),
+            "--steps", "2", "--device", "cpu", "--scheduler", "tcp://127.0.0.1:1", "--progress", "none"]  # fmt: skip
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: no Dask scheduler answers at tcp://"), err
