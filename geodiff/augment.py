@@ -81,11 +81,21 @@ def read_windows(path: str | os.PathLike[str], crs: str | None = None) -> list[B
     if p.suffix.lower() in (".geojson", ".json"):
         try:
             data = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CorruptFileError(f"{p} is not valid GeoJSON: {exc}") from exc
         import shapely.geometry
 
-        feats = data.get("features", [data] if data.get("type") == "Feature" else [])
+        feats = (
+            data.get("features", [data] if data.get("type") == "Feature" else [])
+            if isinstance(data, dict)
+            else None
+        )
+        if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
+            raise CorruptFileError(
+                f"{p} is JSON but not GeoJSON: expected a FeatureCollection or a Feature (an object with "
+                f'"features" or "geometry"), found a {type(data).__name__}; or list bboxes in a text file, '
+                "one W,S,E,N per line"
+            )
         out = []
         for i, f in enumerate(feats):
             if not f.get("geometry"):
@@ -97,7 +107,11 @@ def read_windows(path: str | os.PathLike[str], crs: str | None = None) -> list[B
             out.append(parse_bbox(geom.bounds))
     else:
         out = []
-        for n, line in enumerate(p.read_text().splitlines(), start=1):
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(f"{p} is not a text file of W,S,E,N lines: {exc}") from exc
+        for n, line in enumerate(text.splitlines(), start=1):
             text = line.split("#")[0].strip()
             if text:
                 try:

@@ -68,6 +68,7 @@ def check_output_paths(paths: Sequence[str | os.PathLike[str] | None], overwrite
         if key in seen or (key.exists() and any(key.samefile(k) for k in seen if k.exists())):
             raise InvalidParameterError(f"{path} is given for two outputs: choose a different name for each")
         seen[key] = path
+        check_name_length(path)
         if path.is_dir():
             raise InvalidParameterError(
                 f"output {path} is a folder: give a file name such as {path / 'out.tif'}"
@@ -91,6 +92,26 @@ def check_output_paths(paths: Sequence[str | os.PathLike[str] | None], overwrite
             )
         out.append(path)
     return out
+
+
+# what geodiff's temporary and backup names add to an output's name (".NAME.XXXXXXXX.partial.aux.xml")
+_TEMP_NAME_EXTRA = 32
+
+
+def check_name_length(path: str | os.PathLike[str]) -> None:
+    """Refuse a file name too long for its folder's file system, with room for geodiff's temporary names."""
+    path = Path(path)
+    try:
+        name_max = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(os.fsencode(path.name))
+    if size + _TEMP_NAME_EXTRA > name_max:
+        raise InvalidParameterError(
+            f"output name {path.name[:40]}... is {size} bytes long: the folder takes names of at most "
+            f"{name_max} bytes and geodiff writes to a temporary name {_TEMP_NAME_EXTRA} bytes longer first; "
+            f"choose a name of at most {name_max - _TEMP_NAME_EXTRA} bytes"
+        )
 
 
 def _fsync(path: Path) -> None:

@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -233,10 +234,12 @@ def test_unusable_cache_dir(
     assert "GEODIFF_CACHE_DIR" in capsys.readouterr().err
 
 
-def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write in: chmod for a user, a read-only tmpfs for root (who writes anywhere else)."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    if os.geteuid() == 0:  # root writes anywhere; a read-only mount is what stops it
+    if os.geteuid() == 0:
         mounted = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True
         )
@@ -245,13 +248,17 @@ def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     else:
         ro.chmod(0o555)
     try:
-        code = main(["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(ro / "m.tif")])
-        assert code == OutputError.exit_code
-        assert "not writable" in capsys.readouterr().err
+        yield ro
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(ro)], check=False)
         ro.chmod(0o755)
+
+
+def test_read_only_output_folder(read_only_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(read_only_folder / "m.tif")])
+    assert code == OutputError.exit_code
+    assert "not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -741,3 +748,106 @@ def test_an_unreachable_scheduler_is_one_line(
         assert main(argv) == 2
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith("Error: no Dask scheduler answers at tcp://"), err
+
+
+# --- each remaining traceback case: one line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["rasterize", "synth"])
+@pytest.mark.parametrize("out", ["{d}/" + "x" * 240 + ".tif", ".", "", "/"])
+def test_output_names_that_cannot_be_files_are_one_line(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    command: str, out: str,
+) -> None:  # fmt: skip
+    """A name over the file system's limit (with room for the temporary name), and folders given as --out."""
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "--bbox", BOX, "--osm", str(TOWN), "--out", out.format(d=tmp_path), "--progress", "none"]
+    if command == "synth":
+        argv += ["--model", str(tiny_model), "--steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: "), err
+    assert ("bytes long" if len(out) > 200 else "is a folder") in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest"])
+def test_a_corrupt_dataset_is_one_line(
+    tmp_path: Path, dataset: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset, ds)
+    tiles = ds / "tiles.npz"
+    if damage == "truncate":
+        tiles.write_bytes(tiles.read_bytes()[: tiles.stat().st_size // 2])
+    elif damage == "garbage":
+        tiles.write_bytes(b"\0" * 1000)
+    else:
+        (ds / "manifest.json").write_text('{"format": ')
+    argv = ["evaluate", "--data", str(ds), "--model", str(tiny_model), "--out", str(tmp_path / "rep"),
+            "--segnet-steps", "1", "--limit", "2", "--seam-size", "0", "--progress", "none"]  # fmt: skip
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt" in err and "build the dataset again" in err, err
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"a string"', '{"features": [1]}', "\udcff"])
+def test_windows_that_are_not_geojson_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    windows = tmp_path / "w.json"
+    windows.write_bytes(content.encode("utf-8", "surrogateescape"))
+    out = tmp_path / "aug"
+    assert main(["augment", "--windows", str(windows), "--osm", str(TOWN), "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(windows) in err and "GeoJSON" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dataset", "build", "--images", "{src}", "--out", "{ro}/ds"],
+        ["dataset", "build", "--images", "{src}", "--out", "{ro}", "--overwrite"],
+        ["evaluate", "--data", "{src}", "--model", "{model}", "--out", "{ro}/rep", "--limit", "2"],
+        ["evaluate", "--data", "{src}", "--model", "{model}", "--out", "{ro}", "--limit", "2", "--overwrite"],
+        [
+            "augment",
+            "--area",
+            BOX,
+            "--osm",
+            str(TOWN),
+            "--n-windows",
+            "1",
+            "--model",
+            "{model}",
+            "--out",
+            "{ro}/a",
+        ],
+        [
+            "synth",
+            "--bbox",
+            BOX,
+            "--osm",
+            str(TOWN),
+            "--model",
+            "{model}",
+            "--out",
+            "{ro}/a.tif",
+            "--workers",
+            "1",
+        ],
+    ],
+)
+def test_outputs_in_a_read_only_folder_are_one_line(
+    read_only_folder: Path, mask_folder: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:  # fmt: skip
+    """Folder outputs, the staging folder (mkdtemp) and a run folder (mkdir): refused before any work."""
+    values = dict(src=mask_folder, ro=read_only_folder, model=tiny_model)
+    assert main([a.format(**values) for a in argv] + ["--progress", "none"]) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: ") and str(read_only_folder) in err, err
