@@ -11,8 +11,10 @@ import contextlib
 import errno
 import math
 import os
+import shutil
 import stat
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -453,6 +455,54 @@ def staged(
     else:
         with atomic_path(path, overwrite, verify) as tmp:
             yield tmp
+
+
+def publish_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Swap the complete folder ``tmp`` in as ``dest`` (same parent folder): its files are flushed first, an old
+    ``dest`` is moved aside before the rename and removed after it, so ``dest`` never holds a half-written or
+    half-deleted folder (an interruption between the two renames leaves the old one under a hidden name)."""
+    tmp, dest = Path(tmp), Path(dest)
+    for p in tmp.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            _fsync(p)
+    for d in (*(p for p in tmp.rglob("*") if p.is_dir()), tmp):
+        _fsync_dir(d)
+    old = None
+    try:
+        if os.path.lexists(dest):
+            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+    except BaseException:  # also Ctrl-C and SIGTERM: the old folder goes back under its name
+        if old is not None and not os.path.lexists(dest):
+            with contextlib.suppress(OSError):
+                os.rename(old, dest)
+        raise
+    _fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a free name beside ``dest`` to build a folder under (the block creates it); when the block ends it
+    is published as ``dest`` (:func:`publish_folder`, replacing an old one whole); on any error or interrupt
+    it is removed and ``dest`` is left as it was. Write errors (disk full, permissions) become
+    :class:`~geodiff.errors.OutputError`."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        publish_folder(tmp, dest)
+    except OSError as exc:
+        if isinstance(exc, GeodiffError) or exc.errno not in _DISK_ERRORS:
+            raise
+        raise OutputError(_write_failed(dest, exc)) from exc
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -851,3 +851,66 @@ def test_outputs_in_a_read_only_folder_are_one_line(
     assert main([a.format(**values) for a in argv] + ["--progress", "none"]) == OutputError.exit_code
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("Error: ") and str(read_only_folder) in err, err
+
+
+# --- training run folders: published whole ------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", ["sigterm", "enospc"])
+def test_an_interrupted_export_keeps_the_old_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The export is built beside <run>/model and swapped in whole: never a half-written model under the name."""
+    import geodiff.train.card
+    from geodiff.train.loops import export_model
+
+    model, output = build_tiny_model(), tmp_path / "model"
+    export_model(model, None, output, {"step": 1})
+    (output / "card_notes.md").write_text("measured by hand")
+    export_model(model, None, output, {"step": 2})  # the notes are kept into the new folder
+    before = _tree(output)
+    assert "card_notes.md" in before and b'"step": 2' in before["training.json"]
+
+    def fail(folder, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - the weights are written by now
+        assert (folder / "unet").is_dir()
+        if fault == "sigterm":
+            raise _terminated()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(geodiff.train.card, "write_model_card", fail)
+    with pytest.raises(KeyboardInterrupt if fault == "sigterm" else OutputError):
+        export_model(build_tiny_model(seed=1), None, output, {"step": 3})
+    assert _tree(output) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left
+
+
+def test_an_interrupted_snapshot_leaves_the_old_one_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from geodiff.train.loops import keep_snapshot
+
+    part = tmp_path / "diffusion"
+    (part / "src").mkdir(parents=True)
+    (part / "src" / "a.bin").write_bytes(b"old")
+    dest = keep_snapshot(part, 5, {"a.bin": part / "src" / "a.bin"})
+    (part / "src" / "a.bin").write_bytes(b"new")
+    (part / "src" / "b.bin").write_bytes(b"new")
+    real_copy2 = shutil.copy2
+
+    def interrupted(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(src).name == "b.bin":
+            raise _terminated()
+        return real_copy2(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", interrupted)
+    for step in (5, 6):  # the same step again (a rerun) and a new one
+        with pytest.raises(KeyboardInterrupt):
+            keep_snapshot(part, step, {n: part / "src" / n for n in ("a.bin", "b.bin")})
+    assert _tree(dest) == {"a.bin": b"old"}
+    assert sorted(p.name for p in (part / "exports").iterdir()) == ["step-0000005"]
