@@ -297,7 +297,8 @@ def test_max_minutes_is_the_runs_total_across_resumes(tmp_path: Path, dataset: P
     cfg = _config(tmp_path, dataset, "budget", ae_steps=2, diff_steps=2)
     train_autoencoder(cfg)
     train_diffusion(cfg)
-    # pretend both stages already trained for an hour: a resume with a 30 min budget takes one step and stops
+    # pretend both stages already trained for an hour: a resume with a 30 min budget stops at once (the
+    # autoencoder after one step, the diffusion stage before any)
     ae_ckpt = cfg.run_dir / "autoencoder" / "checkpoint.pt"
     state = _ckpt(ae_ckpt)
     assert state["seconds"] > 0
@@ -309,7 +310,7 @@ def test_max_minutes_is_the_runs_total_across_resumes(tmp_path: Path, dataset: P
     train_autoencoder(cfg, resume=True)
     train_diffusion(cfg, resume=True)
     assert _ckpt(ae_ckpt)["step"] == 3 and _ckpt(ae_ckpt)["seconds"] > 3600
-    assert _ckpt(cfg.run_dir / "diffusion" / "checkpoint.pt")["step"] == 3
+    assert _ckpt(cfg.run_dir / "diffusion" / "checkpoint.pt")["step"] == 2  # spent: no further step (216c3f1)
 
 
 def _finetune_config(
