@@ -348,9 +348,16 @@ def generate_dataset(
         raise InvalidParameterError("give a Dask client or cluster options, not both")
     from geodiff.distributed import dask_client
 
-    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker) as client:
-        return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
-                         min_labeled, overwrite, progress, client, cluster.threads_per_worker)  # fmt: skip
+    # Dask's own logging goes beside the dataset, hidden, and is removed when the run succeeds
+    out = Path(os.path.abspath(out_dir))
+    log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK | os.X_OK) else None
+    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log) as client:
+        result = _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
+                           min_labeled, overwrite, progress, client, cluster.threads_per_worker)  # fmt: skip
+    if log is not None:
+        with contextlib.suppress(OSError):
+            log.unlink()
+    return result
 
 
 def _generate(
