@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geodiff._version import __version__
-from geodiff.errors import InvalidParameterError, OutputError
+from geodiff.errors import GeodiffError, InvalidParameterError, OutputError
 from geodiff.grid import BBox
 from geodiff.options import ClusterOptions
 from geodiff.progress import ProgressCallback, report
@@ -135,6 +135,40 @@ def _identity(value: Any) -> Any:
     return value
 
 
+@dataclass
+class TaskFailed:
+    """A geodiff error raised by a task, returned instead of raised: it is the same on every worker (a corrupt
+    model, a bad value), so Dask must not retry it elsewhere (retries are for errors of the moment); the client
+    raises it. Its traceback went to the worker's stderr (the run folder's dask.log on a local cluster)."""
+
+    error: BaseException
+
+
+def _deterministic_errors_returned(task: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(task)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except GeodiffError as exc:
+            import sys
+            import traceback
+
+            print(f"geodiff task {task.__name__} failed, not retried:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            return TaskFailed(exc)
+
+    return run
+
+
+def _result(value: Any) -> Any:
+    if isinstance(value, TaskFailed):
+        raise value.error
+    return value
+
+
+@_deterministic_errors_returned
 def strip_task(plan: SynthPlan, features: Any, index: int, threads: int) -> StripResult:
     """One strip on a worker: the model is loaded once per worker process and reused."""
     import torch
@@ -395,13 +429,14 @@ def _run_tasks(
     finished = already
     try:
         for future in as_completed(futures):
-            run.save(future.result())
+            run.save(_result(future.result()))
             finished += 1
             report(progress, finished / n * 0.99, f"block {finished}/{n} done")
     finally:
         client.cancel([*futures, plan_future])
 
 
+@_deterministic_errors_returned
 def render_task(plan: SynthPlan, features: Any, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One augmentation sample on a worker (the model loaded once per worker process)."""
     import torch
@@ -426,6 +461,6 @@ def render_tasks(
         submitted.append((wi, seed, plan, future))
     try:
         for wi, seed, plan, future in submitted:
-            yield wi, seed, plan, future.result()
+            yield wi, seed, plan, _result(future.result())
     finally:
         client.cancel([f for *_, f in submitted])
