@@ -198,6 +198,9 @@ def check_dataset_output(out: Path, overwrite: bool) -> None:
     A new folder is fine; an existing one only with ``overwrite`` and only if it is empty or a dataset geodiff
     wrote (its manifest says so): then only the files of the old manifest are replaced, nothing else.
     """
+    from geodiff.io import check_name_length
+
+    check_name_length(out)  # the staging folder beside it has a longer name
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"{out} exists and is not a folder: choose a folder name for --out")
     if not out.parent.is_dir():

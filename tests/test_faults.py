@@ -771,6 +771,29 @@ def test_output_names_that_cannot_be_files_are_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_dataset_folder_name_too_long_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / ("y" * 250)  # fits the file system, but not the staging folder's name beside it
+    argv = [
+        "augment",
+        "--area",
+        BOX,
+        "--osm",
+        str(TOWN),
+        "--n-windows",
+        "1",
+        "--out",
+        str(out),
+        "--progress",
+        "none",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bytes long" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest"])
 def test_a_corrupt_dataset_is_one_line(
     tmp_path: Path, dataset: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], damage: str
