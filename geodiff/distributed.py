@@ -11,7 +11,9 @@ cross-fade needs neighbours. So the strips become ``dask.distributed`` tasks:
   same command again after a crash, Ctrl-C or a lost worker computes only the missing strips (Dask itself
   retries the tasks of a worker lost mid-run);
 - when all strips are there, the client cross-fades them in order exactly as the single-process path does
-  (:func:`geodiff.synth.assemble`), writes the outputs (a COG for large areas) and removes the run folder.
+  (:func:`geodiff.synth.assemble`), writes the outputs (a COG for large areas) and removes the run folder;
+- a geodiff error in a task (a corrupt model, a bad value) is the same on every worker: it is returned, not
+  retried, and raised by the client as one line; Dask's own logging goes to ``<out>.run/dask.log``.
 
 Install with ``pip install 'geodiff[distributed]'``. No scheduler, queue or RPC of geodiff's own: Dask's.
 """
