@@ -36,7 +36,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from geodiff.classes import IGNORE
 from geodiff.errors import ConfigError, DataError, InputNotFoundError, InvalidParameterError, ModelError
-from geodiff.io import atomic_path, staged_folder
+from geodiff.io import atomic_path
 from geodiff.model import GeodiffModel, build_autoencoder, load_autoencoder
 from geodiff.model.conditioning import ignore_fraction
 from geodiff.model.detail import (
@@ -115,6 +115,20 @@ class CsvLog:
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path, overwrite=True) as tmp:  # a full disk: one line, the old checkpoint kept
         torch.save(state, tmp)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """A run folder's JSON file (metrics, time), replaced atomically: an interruption keeps the old one."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _save_vae(vae: Any, folder: Path) -> None:
+    """The autoencoder's folder, written beside its name and swapped in whole (never half a model there)."""
+    from geodiff.io import staged_folder
+
+    with staged_folder(folder) as tmp:
+        vae.to("cpu").save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -218,6 +232,8 @@ def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
 def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
     """Copy ``items`` (name -> file or folder) to ``<part>/exports/step-NNNNNNN``, published whole or not at all
     (the same step again, a rerun of a finished run, replaces the old copy whole)."""
+    from geodiff.io import staged_folder
+
     dest = part / "exports" / f"step-{step:07d}"
     with staged_folder(dest) as tmp:
         tmp.mkdir()
@@ -227,12 +243,6 @@ def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
             else:
                 shutil.copy2(src, tmp / name)
     return dest
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """A run folder's JSON file (metrics, time), replaced atomically: an interruption keeps the old one."""
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def _continue_discriminator(
@@ -432,8 +442,7 @@ def train_autoencoder(
         scaling_factor=vae.config.scaling_factor,
         split=val_ds.split,
     )
-    with staged_folder(out / "vae") as tmp:  # whole or not at all, as the metrics beside it
-        vae.to("cpu").save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
+    _save_vae(vae, out / "vae")
     _write_json(out / "metrics.json", metrics)
     keep_snapshot(out, step, {"vae": out / "vae", "metrics.json": out / "metrics.json"})
     report(
@@ -521,6 +530,7 @@ def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: 
 
     The folder is built whole beside ``output`` (weights, card, and the old folder's other files such as the
     card notes) and swapped in at once: an interruption never leaves a half-written model under its name."""
+    from geodiff.io import staged_folder
     from geodiff.model.core import SUBFOLDERS
     from geodiff.train.card import write_model_card
 
