@@ -117,20 +117,6 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """A run folder's JSON file (metrics, time), replaced atomically: an interruption keeps the old one."""
-    with atomic_path(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")
-
-
-def _save_vae(vae: Any, folder: Path) -> None:
-    """The autoencoder's folder, written beside its name and swapped in whole (never half a model there)."""
-    from geodiff.io import staged_folder
-
-    with staged_folder(folder) as tmp:
-        vae.to("cpu").save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
-
-
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """A checkpoint written by this module; tensors and plain values only (``weights_only``), so a crafted
     file cannot execute code."""
@@ -227,6 +213,20 @@ def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
             f"{ckpt_path} exists: pass --resume to continue that run, or choose another run.dir"
         )
     return out, ckpt_path
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """A run folder's JSON file (metrics, time), replaced atomically: an interruption keeps the old one."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _save_vae(vae: Any, folder: Path) -> None:
+    """The autoencoder's folder, written beside its name and swapped in whole (never half a model there)."""
+    from geodiff.io import staged_folder
+
+    with staged_folder(folder) as tmp:
+        vae.to("cpu").save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
 
 
 def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
