@@ -81,11 +81,21 @@ def read_windows(path: str | os.PathLike[str], crs: str | None = None) -> list[B
     if p.suffix.lower() in (".geojson", ".json"):
         try:
             data = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CorruptFileError(f"{p} is not valid GeoJSON: {exc}") from exc
         import shapely.geometry
 
-        feats = data.get("features", [data] if data.get("type") == "Feature" else [])
+        feats = (
+            data.get("features", [data] if data.get("type") == "Feature" else [])
+            if isinstance(data, dict)
+            else None
+        )
+        if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
+            raise CorruptFileError(
+                f"{p} is JSON but not GeoJSON: expected a FeatureCollection or a Feature (an object with "
+                f'"features" or "geometry"), found a {type(data).__name__}; or list bboxes in a text file, '
+                "one W,S,E,N per line"
+            )
         out = []
         for i, f in enumerate(feats):
             if not f.get("geometry"):
@@ -97,7 +107,11 @@ def read_windows(path: str | os.PathLike[str], crs: str | None = None) -> list[B
             out.append(parse_bbox(geom.bounds))
     else:
         out = []
-        for n, line in enumerate(p.read_text().splitlines(), start=1):
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(f"{p} is not a text file of W,S,E,N lines: {exc}") from exc
+        for n, line in enumerate(text.splitlines(), start=1):
             text = line.split("#")[0].strip()
             if text:
                 try:
@@ -185,6 +199,9 @@ def check_dataset_output(out: Path, overwrite: bool) -> None:
     A new folder is fine; an existing one only with ``overwrite`` and only if it is empty or a dataset geodiff
     wrote (its manifest says so): then only the files of the old manifest are replaced, nothing else.
     """
+    from geodiff.io import check_name_length
+
+    check_name_length(out)  # the staging folder beside it has a longer name
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"{out} exists and is not a folder: choose a folder name for --out")
     if not out.parent.is_dir():
@@ -344,10 +361,17 @@ def generate_dataset(
         raise InvalidParameterError("give a Dask client or cluster options, not both")
     from geodiff.distributed import dask_client
 
-    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker) as client:
-        return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
-                         min_labeled, overwrite, progress, client, cluster.threads_per_worker, changes,
-                         margin_m)  # fmt: skip
+    # Dask's own logging goes beside the dataset, hidden, and is removed when the run succeeds
+    out = Path(os.path.abspath(out_dir))
+    log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK | os.X_OK) else None
+    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log) as client:
+        result = _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
+                           min_labeled, overwrite, progress, client, cluster.threads_per_worker, changes,
+                           margin_m)  # fmt: skip
+    if log is not None:
+        with contextlib.suppress(OSError):
+            log.unlink()
+    return result
 
 
 def _generate(

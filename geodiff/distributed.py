@@ -11,7 +11,9 @@ cross-fade needs neighbours. So the strips become ``dask.distributed`` tasks:
   same command again after a crash, Ctrl-C or a lost worker computes only the missing strips (Dask itself
   retries the tasks of a worker lost mid-run);
 - when all strips are there, the client cross-fades them in order exactly as the single-process path does
-  (:func:`geodiff.synth.assemble`), writes the outputs (a COG for large areas) and removes the run folder.
+  (:func:`geodiff.synth.assemble`), writes the outputs (a COG for large areas) and removes the run folder;
+- a geodiff error in a task (a corrupt model, a bad value) is the same on every worker: it is returned, not
+  retried, and raised by the client as one line; Dask's own logging goes to ``<out>.run/dask.log``.
 
 Install with ``pip install 'geodiff[distributed]'``. No scheduler, queue or RPC of geodiff's own: Dask's.
 """
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geodiff._version import __version__
-from geodiff.errors import InvalidParameterError, OutputError
+from geodiff.errors import GeodiffError, InvalidParameterError, OutputError
 from geodiff.grid import BBox
 from geodiff.options import ClusterOptions
 from geodiff.progress import ProgressCallback, report
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from geodiff.synth import StripResult, SynthPlan, SynthResult
 
 RUN_SUFFIX = ".run"
+LOG_NAME = "dask.log"  # Dask's own logging during a run, in its run folder
 TASK_RETRIES = 2
 _WORKER_MODELS: dict[tuple[str, str], Any] = {}  # per worker process: (model folder, device) -> loaded model
 
@@ -59,28 +62,43 @@ def _require_dask() -> Any:
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None, threads: int = 1) -> Iterator[Any]:
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None, threads: int = 1, log: Path | None = None
+) -> Iterator[Any]:
     """A ``distributed.Client``: to ``scheduler`` (or the address in Dask's config / ``DASK_SCHEDULER_ADDRESS``)
-    if given, else a local cluster of ``workers`` processes with ``threads`` threads each (closed on exit)."""
+    if given, else a local cluster of ``workers`` processes with ``threads`` threads each (closed on exit).
+
+    With ``log``, Dask's own logging goes to that file instead of the terminal while the client is open (the
+    worker processes' output too, for a local cluster): errors reach the user as geodiff's one line."""
     distributed = _require_dask()
     import dask
 
-    address = scheduler or dask.config.get("scheduler-address", None)
-    if address:
-        client = distributed.Client(address)
-        try:
+    with contextlib.ExitStack() as stack:
+        if log is not None:
+            from geodiff._dask_log import WorkerOutputToFile, client_logs_to
+
+            stack.enter_context(client_logs_to(log))
+        address = scheduler or dask.config.get("scheduler-address", None)
+        if address:
+            try:
+                client = stack.enter_context(distributed.Client(address))
+            except (OSError, ValueError, TypeError) as exc:  # refused, timed out, or not an address at all
+                raise InvalidParameterError(
+                    f"no Dask scheduler answers at {address} ({exc}): check --scheduler (tcp://host:8786) "
+                    "and that the scheduler runs, or use --workers N for a local cluster"
+                ) from None
             yield client
-        finally:
-            client.close()
-        return
-    if workers is None or workers < 1:
-        raise InvalidParameterError(f"--workers must be at least 1, got {workers}")
-    with (
-        distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+            return
+        if workers is None or workers < 1:
+            raise InvalidParameterError(f"--workers must be at least 1, got {workers}")
+        cluster = stack.enter_context(
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None
+            )
+        )
+        client = stack.enter_context(distributed.Client(cluster))
+        if log is not None:
+            client.register_plugin(WorkerOutputToFile(str(log)))
         yield client
 
 
@@ -119,6 +137,40 @@ def _identity(value: Any) -> Any:
     return value
 
 
+@dataclass
+class TaskFailed:
+    """A geodiff error raised by a task, returned instead of raised: it is the same on every worker (a corrupt
+    model, a bad value), so Dask must not retry it elsewhere (retries are for errors of the moment); the client
+    raises it. Its traceback went to the worker's stderr (the run folder's dask.log on a local cluster)."""
+
+    error: BaseException
+
+
+def _deterministic_errors_returned(task: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(task)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except GeodiffError as exc:
+            import sys
+            import traceback
+
+            print(f"geodiff task {task.__name__} failed, not retried:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            return TaskFailed(exc)
+
+    return run
+
+
+def _result(value: Any) -> Any:
+    if isinstance(value, TaskFailed):
+        raise value.error
+    return value
+
+
+@_deterministic_errors_returned
 def strip_task(plan: SynthPlan, features: Any, index: int, threads: int) -> StripResult:
     """One strip on a worker: the model is loaded once per worker process and reused."""
     import torch
@@ -323,7 +375,9 @@ def synthesize_distributed(
         features = plan.source.load(BBox(*plan.canvas_grid().bounds, crs=plan.grid.crs), settings)
         with contextlib.ExitStack() as stack:
             if client is None:
-                client = stack.enter_context(dask_client(workers, scheduler, threads_per_worker))
+                client = stack.enter_context(
+                    dask_client(workers, scheduler, threads_per_worker, log=run.path / LOG_NAME)
+                )
             if on_event is not None:
                 on_event(
                     event="cluster", workers=len(client.scheduler_info().get("workers", {})), tasks=len(todo)
@@ -377,13 +431,14 @@ def _run_tasks(
     finished = already
     try:
         for future in as_completed(futures):
-            run.save(future.result())
+            run.save(_result(future.result()))
             finished += 1
             report(progress, finished / n * 0.99, f"block {finished}/{n} done")
     finally:
         client.cancel([*futures, plan_future])
 
 
+@_deterministic_errors_returned
 def render_task(plan: SynthPlan, features: Any, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """One augmentation sample on a worker (the model loaded once per worker process)."""
     import torch
@@ -408,6 +463,6 @@ def render_tasks(
         submitted.append((wi, seed, plan, future))
     try:
         for wi, seed, plan, future in submitted:
-            yield wi, seed, plan, future.result()
+            yield wi, seed, plan, _result(future.result())
     finally:
         client.cancel([f for *_, f in submitted])

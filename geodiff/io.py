@@ -11,8 +11,10 @@ import contextlib
 import errno
 import math
 import os
+import shutil
 import stat
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def check_output_paths(paths: Sequence[str | os.PathLike[str] | None], overwrite
         if key in seen or (key.exists() and any(key.samefile(k) for k in seen if k.exists())):
             raise InvalidParameterError(f"{path} is given for two outputs: choose a different name for each")
         seen[key] = path
+        check_name_length(path)
         if path.is_dir():
             raise InvalidParameterError(
                 f"output {path} is a folder: give a file name such as {path / 'out.tif'}"
@@ -91,6 +94,26 @@ def check_output_paths(paths: Sequence[str | os.PathLike[str] | None], overwrite
             )
         out.append(path)
     return out
+
+
+# what geodiff's temporary and backup names add to an output's name (".NAME.XXXXXXXX.partial.aux.xml")
+_TEMP_NAME_EXTRA = 32
+
+
+def check_name_length(path: str | os.PathLike[str]) -> None:
+    """Refuse a file name too long for its folder's file system, with room for geodiff's temporary names."""
+    path = Path(path)
+    try:
+        name_max = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(os.fsencode(path.name))
+    if size + _TEMP_NAME_EXTRA > name_max:
+        raise InvalidParameterError(
+            f"output name {path.name[:40]}... is {size} bytes long: the folder takes names of at most "
+            f"{name_max} bytes and geodiff writes to a temporary name {_TEMP_NAME_EXTRA} bytes longer first; "
+            f"choose a name of at most {name_max - _TEMP_NAME_EXTRA} bytes"
+        )
 
 
 def _fsync(path: Path) -> None:
@@ -432,6 +455,54 @@ def staged(
     else:
         with atomic_path(path, overwrite, verify) as tmp:
             yield tmp
+
+
+def publish_folder(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Swap the complete folder ``tmp`` in as ``dest`` (same parent folder): its files are flushed first, an old
+    ``dest`` is moved aside before the rename and removed after it, so ``dest`` never holds a half-written or
+    half-deleted folder (an interruption between the two renames leaves the old one under a hidden name)."""
+    tmp, dest = Path(tmp), Path(dest)
+    for p in tmp.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            _fsync(p)
+    for d in (*(p for p in tmp.rglob("*") if p.is_dir()), tmp):
+        _fsync_dir(d)
+    old = None
+    try:
+        if os.path.lexists(dest):
+            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+    except BaseException:  # also Ctrl-C and SIGTERM: the old folder goes back under its name
+        if old is not None and not os.path.lexists(dest):
+            with contextlib.suppress(OSError):
+                os.rename(old, dest)
+        raise
+    _fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a free name beside ``dest`` to build a folder under (the block creates it); when the block ends it
+    is published as ``dest`` (:func:`publish_folder`, replacing an old one whole); on any error or interrupt
+    it is removed and ``dest`` is left as it was. Write errors (disk full, permissions) become
+    :class:`~geodiff.errors.OutputError`."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        publish_folder(tmp, dest)
+    except OSError as exc:
+        if isinstance(exc, GeodiffError) or exc.errno not in _DISK_ERRORS:
+            raise
+        raise OutputError(_write_failed(dest, exc)) from exc
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

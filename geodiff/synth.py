@@ -200,6 +200,10 @@ def make_layout(grid: Grid, tile: int, latent_factor: int, blend: bool, max_stri
 def default_mask_path(out_path: str | Path) -> Path:
     """``area.tif`` -> ``area.mask.tif`` beside it: where the paired semantic map goes unless told otherwise."""
     out = Path(out_path)
+    if not out.name or out.name in (".", ".."):  # "", ".", "/": a folder, not a file name
+        raise InvalidParameterError(
+            f"output {out_path!s} is a folder: give a file name such as {out / 'out.tif'}"
+        )
     return out.with_name(out.stem + ".mask.tif")
 
 

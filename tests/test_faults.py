@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -233,10 +234,12 @@ def test_unusable_cache_dir(
     assert "GEODIFF_CACHE_DIR" in capsys.readouterr().err
 
 
-def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody may write in: chmod for a user, a read-only tmpfs for root (who writes anywhere else)."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    if os.geteuid() == 0:  # root writes anywhere; a read-only mount is what stops it
+    if os.geteuid() == 0:
         mounted = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True
         )
@@ -245,13 +248,17 @@ def test_read_only_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     else:
         ro.chmod(0o555)
     try:
-        code = main(["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(ro / "m.tif")])
-        assert code == OutputError.exit_code
-        assert "not writable" in capsys.readouterr().err
+        yield ro
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(ro)], check=False)
         ro.chmod(0o755)
+
+
+def test_read_only_output_folder(read_only_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["rasterize", "--bbox", BOX, "--osm", str(TOWN), "--out", str(read_only_folder / "m.tif")])
+    assert code == OutputError.exit_code
+    assert "not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -684,3 +691,249 @@ def test_batch_size_and_threads_are_part_of_the_run_fingerprint(tmp_path: Path, 
         return plan_fingerprint(plan, threads)
 
     assert len({fp(8, 1), fp(4, 1), fp(8, 2)}) == 3 and fp(8, 1) == fp(8, 1)
+
+
+# --- Dask's own logging: in the run folder, not on the terminal -----------------------------------------------
+
+
+def _nan_model(path: Path) -> Path:
+    model = build_tiny_model()
+    with torch.no_grad():
+        next(model.unet.parameters()).view(-1)[:5] = float("nan")  # every strip fails with a ModelError
+    model.save_pretrained(path)
+    return path
+
+
+def test_a_model_error_on_dask_workers_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Not 22 lines of "Compute Failed" from each worker: one Error line, the details in the run's dask.log."""
+    out = tmp_path / "a.tif"
+    model = _nan_model(tmp_path / "nan")
+    argv = ["synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(model), "--out", str(out), "--steps", "2",
+            "--device", "cpu", "--workers", "2", "--progress", "none"]  # fmt: skip
+    assert main(argv) == ModelError.exit_code
+    err = capfd.readouterr().err  # file descriptors: what the worker processes print is caught too
+    assert err.count("\n") == 1 and err.startswith("Error: the model produced non-finite"), err
+    log = (tmp_path / "a.tif.run" / "dask.log").read_text()
+    assert log.count("geodiff.errors.ModelError: the model") == 1  # its traceback, once: not retried
+    assert not out.exists()
+
+
+def test_ctrl_c_on_a_dask_run_is_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the workers' tracebacks go to the run's dask.log."""
+    out = tmp_path / "a.tif"
+    proc = subprocess.Popen(
+        [*GEODIFF, "synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(out),
+         "--steps", "1000", "--sampler", "ddpm", "--device", "cpu", "--workers", "2", "--progress", "json"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if '"cluster"' in line:
+            break  # the workers run
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    rest = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.wait(timeout=120) == 130
+    lines = [line for line in rest.splitlines() if line.strip() and not line.startswith("{")]
+    assert lines == ["Aborted: no output was written under the final name."], rest
+    assert not out.exists() and (tmp_path / "a.tif.run" / "dask.log").is_file()
+
+
+def test_an_unreachable_scheduler_is_one_line(
+    tmp_path: Path, tiny_model: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import dask
+
+    argv = ["synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(tmp_path / "a.tif"),
+            "--steps", "2", "--device", "cpu", "--scheduler", "tcp://127.0.0.1:1", "--progress", "none"]  # fmt: skip
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: no Dask scheduler answers at tcp://"), err
+
+
+# --- each remaining traceback case: one line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["rasterize", "synth"])
+@pytest.mark.parametrize("out", ["{d}/" + "x" * 240 + ".tif", ".", "", "/"])
+def test_output_names_that_cannot_be_files_are_one_line(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    command: str, out: str,
+) -> None:  # fmt: skip
+    """A name over the file system's limit (with room for the temporary name), and folders given as --out."""
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "--bbox", BOX, "--osm", str(TOWN), "--out", out.format(d=tmp_path), "--progress", "none"]
+    if command == "synth":
+        argv += ["--model", str(tiny_model), "--steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: "), err
+    assert ("bytes long" if len(out) > 200 else "is a folder") in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_folder_name_too_long_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / ("y" * 250)  # fits the file system, but not the staging folder's name beside it
+    argv = [
+        "augment",
+        "--area",
+        BOX,
+        "--osm",
+        str(TOWN),
+        "--n-windows",
+        "1",
+        "--out",
+        str(out),
+        "--progress",
+        "none",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bytes long" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest"])
+def test_a_corrupt_dataset_is_one_line(
+    tmp_path: Path, dataset: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset, ds)
+    tiles = ds / "tiles.npz"
+    if damage == "truncate":
+        tiles.write_bytes(tiles.read_bytes()[: tiles.stat().st_size // 2])
+    elif damage == "garbage":
+        tiles.write_bytes(b"\0" * 1000)
+    else:
+        (ds / "manifest.json").write_text('{"format": ')
+    argv = ["evaluate", "--data", str(ds), "--model", str(tiny_model), "--out", str(tmp_path / "rep"),
+            "--segnet-steps", "1", "--limit", "2", "--seam-size", "0", "--progress", "none"]  # fmt: skip
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is corrupt" in err and "build the dataset again" in err, err
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"a string"', '{"features": [1]}', "\udcff"])
+def test_windows_that_are_not_geojson_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    windows = tmp_path / "w.json"
+    windows.write_bytes(content.encode("utf-8", "surrogateescape"))
+    out = tmp_path / "aug"
+    assert main(["augment", "--windows", str(windows), "--osm", str(TOWN), "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(windows) in err and "GeoJSON" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dataset", "build", "--images", "{src}", "--out", "{ro}/ds"],
+        ["dataset", "build", "--images", "{src}", "--out", "{ro}", "--overwrite"],
+        ["evaluate", "--data", "{src}", "--model", "{model}", "--out", "{ro}/rep", "--limit", "2"],
+        ["evaluate", "--data", "{src}", "--model", "{model}", "--out", "{ro}", "--limit", "2", "--overwrite"],
+        [
+            "augment",
+            "--area",
+            BOX,
+            "--osm",
+            str(TOWN),
+            "--n-windows",
+            "1",
+            "--model",
+            "{model}",
+            "--out",
+            "{ro}/a",
+        ],
+        [
+            "synth",
+            "--bbox",
+            BOX,
+            "--osm",
+            str(TOWN),
+            "--model",
+            "{model}",
+            "--out",
+            "{ro}/a.tif",
+            "--workers",
+            "1",
+        ],
+    ],
+)
+def test_outputs_in_a_read_only_folder_are_one_line(
+    read_only_folder: Path, mask_folder: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:  # fmt: skip
+    """Folder outputs, the staging folder (mkdtemp) and a run folder (mkdir): refused before any work."""
+    values = dict(src=mask_folder, ro=read_only_folder, model=tiny_model)
+    assert main([a.format(**values) for a in argv] + ["--progress", "none"]) == OutputError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: ") and str(read_only_folder) in err, err
+
+
+# --- training run folders: published whole ------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", ["sigterm", "enospc"])
+def test_an_interrupted_export_keeps_the_old_model_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The export is built beside <run>/model and swapped in whole: never a half-written model under the name."""
+    import geodiff.train.card
+    from geodiff.train.loops import export_model
+
+    model, output = build_tiny_model(), tmp_path / "model"
+    export_model(model, None, output, {"step": 1})
+    (output / "card_notes.md").write_text("measured by hand")
+    export_model(model, None, output, {"step": 2})  # the notes are kept into the new folder
+    before = _tree(output)
+    assert "card_notes.md" in before and b'"step": 2' in before["training.json"]
+
+    def fail(folder, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - the weights are written by now
+        assert (folder / "unet").is_dir()
+        if fault == "sigterm":
+            raise _terminated()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(geodiff.train.card, "write_model_card", fail)
+    with pytest.raises(KeyboardInterrupt if fault == "sigterm" else OutputError):
+        export_model(build_tiny_model(seed=1), None, output, {"step": 3})
+    assert _tree(output) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left
+
+
+def test_an_interrupted_snapshot_leaves_the_old_one_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from geodiff.train.loops import keep_snapshot
+
+    part = tmp_path / "diffusion"
+    (part / "src").mkdir(parents=True)
+    (part / "src" / "a.bin").write_bytes(b"old")
+    dest = keep_snapshot(part, 5, {"a.bin": part / "src" / "a.bin"})
+    (part / "src" / "a.bin").write_bytes(b"new")
+    (part / "src" / "b.bin").write_bytes(b"new")
+    real_copy2 = shutil.copy2
+
+    def interrupted(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(src).name == "b.bin":
+            raise _terminated()
+        return real_copy2(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", interrupted)
+    for step in (5, 6):  # the same step again (a rerun) and a new one
+        with pytest.raises(KeyboardInterrupt):
+            keep_snapshot(part, step, {n: part / "src" / n for n in ("a.bin", "b.bin")})
+    assert _tree(dest) == {"a.bin": b"old"}
+    assert sorted(p.name for p in (part / "exports").iterdir()) == ["step-0000005"]

@@ -186,3 +186,34 @@ def test_osmnx_internals_geodiff_wraps_still_exist() -> None:
     assert callable(_overpass._make_overpass_polygon_coord_strs) and callable(_overpass._overpass_request)
     assert issubclass(_errors.InsufficientResponseError, Exception)
     assert int(osmnx.__version__.split(".")[0]) == 2
+
+
+def test_a_full_disk_leaves_no_truncated_cache_file(
+    server: OverpassTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """osmnx wrote its cache in place: a full disk left truncated JSON that every later run failed to parse."""
+    import errno
+    import json
+
+    import geodiff.osm.overpass as overpass
+    from geodiff.errors import GeodiffWarning
+
+    settings = make_settings(server.url, tmp_path, use_cache=True, overpass_rate_limit=False)
+    real_dump = json.dump
+
+    def full(obj, fh, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        fh.write(json.dumps(obj)[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(overpass.json, "dump", full)
+    with pytest.warns(GeodiffWarning, match="not saved in the cache"):
+        features = load_features(TOWN_BBOX, settings=settings)
+    assert counts(features) == TOWN_COUNTS  # the run goes on with the downloaded map
+    assert list((tmp_path / "cache" / "overpass").iterdir()) == []  # no truncated file, no partial file
+
+    monkeypatch.setattr(overpass.json, "dump", real_dump)
+    load_features(TOWN_BBOX, settings=settings)  # cached now
+    (cached,) = (tmp_path / "cache" / "overpass").glob("*.json")
+    cached.write_text(cached.read_text()[:100])  # as an older geodiff left it on a full disk
+    assert counts(load_features(TOWN_BBOX, settings=settings)) == TOWN_COUNTS  # a miss: downloaded again
+    assert len(server.queries) == 3 and json.loads(cached.read_text())

@@ -18,6 +18,7 @@ Differences from plain osmnx behaviour, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -33,7 +34,7 @@ import requests
 
 from geodiff._version import __version__
 from geodiff.classes import overpass_tag_filter
-from geodiff.errors import EmptyAreaError, InvalidParameterError, OverpassError
+from geodiff.errors import EmptyAreaError, GeodiffWarning, InvalidParameterError, OverpassError
 from geodiff.grid import BBox
 from geodiff.osm.features import empty_feature_set, lonlat_bounds
 from geodiff.progress import ProgressCallback, report
@@ -134,6 +135,55 @@ def _apply_settings(ox: Any, settings: Settings) -> dict[str, Any]:
     return previous
 
 
+def _save_to_cache_atomically(url: str, response_json: Any, ok: bool) -> None:  # noqa: FBT001 - osmnx's signature
+    """osmnx's cache save, but complete or absent: written beside its name, flushed, then renamed. On a full disk
+    the response is not cached (a warning says so) and the run goes on with it; osmnx alone wrote the file in
+    place, leaving truncated JSON that every later run failed to parse."""
+    import warnings
+
+    from osmnx import _http, settings
+
+    if not settings.use_cache or not ok or (isinstance(response_json, dict) and "remark" in response_json):
+        return  # what osmnx does not cache either (geodiff turns remarks into errors before this)
+    target = Path(_http._resolve_cache_filepath(url))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(response_json, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        warnings.warn(
+            f"the Overpass response was not saved in the cache {target.parent} ({exc.strerror or exc}): the next "
+            "run will download it again; free some space there or set GEODIFF_USE_CACHE=0",
+            GeodiffWarning,
+            stacklevel=2,
+        )
+
+
+def _retrieve_unless_corrupt(retrieve: Any) -> Any:
+    """osmnx's cache lookup, with a cache file that does not parse (an older run's truncated write) treated as
+    a miss and removed, instead of a JSON traceback on every later run."""
+
+    def lookup(url: str) -> Any:
+        from osmnx import _http
+
+        try:
+            return retrieve(url)
+        except (ValueError, UnicodeDecodeError):
+            path = _http._check_cache(url)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
+            return None
+
+    return lookup
+
+
 @contextmanager
 def osmnx_settings(settings: Settings) -> Iterator[Any]:
     """Apply ``settings`` to osmnx for the duration of the block, then restore everything.
@@ -142,7 +192,7 @@ def osmnx_settings(settings: Settings) -> Iterator[Any]:
     ``/status`` fallback pause, and serialises concurrent callers (osmnx settings are process-global).
     """
     import osmnx as ox
-    from osmnx import _overpass
+    from osmnx import _http, _overpass
 
     with _LOCK:
         previous = _apply_settings(ox, settings)
@@ -161,9 +211,13 @@ def osmnx_settings(settings: Settings) -> Iterator[Any]:
             return pause
 
         _overpass._get_overpass_pause = bounded_pause
+        original_save, original_retrieve = _http._save_to_cache, _http._retrieve_from_cache
+        _http._save_to_cache = _save_to_cache_atomically
+        _http._retrieve_from_cache = _retrieve_unless_corrupt(original_retrieve)
         try:
             yield ox
         finally:
+            _http._save_to_cache, _http._retrieve_from_cache = original_save, original_retrieve
             _overpass._get_overpass_pause = original_pause
             socket.getaddrinfo = original_getaddrinfo
             for name, value in previous.items():

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import random
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,20 +164,35 @@ def load_dataset(path: str | Path) -> tuple[dict[str, Any], np.ndarray, np.ndarr
             f"{path} is not a geodiff dataset (needs manifest.json and tiles.npz); build one with "
             "`geodiff dataset build --images DIR --out DIR`"
         )
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("format") != DATASET_FORMAT:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path / 'manifest.json'} is corrupt ({exc}): build the dataset again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != DATASET_FORMAT:
         raise DataError(
             f"{path}: unknown dataset format {manifest.get('format')!r}; expected {DATASET_FORMAT}"
         )
-    with np.load(path / "tiles.npz") as z:
-        ib, io_, mb, mo, split = z["images"], z["image_offsets"], z["masks"], z["mask_offsets"], z["split"]
-    n = len(split)
-    t = manifest["tile_size"]
-    images = np.empty((n, t, t, 3), np.uint8)
-    masks = np.empty((n, t, t), np.uint8)
-    for i in range(n):
-        images[i] = np.asarray(Image.open(io.BytesIO(ib[io_[i] : io_[i + 1]].tobytes())).convert("RGB"))
-        masks[i] = np.asarray(Image.open(io.BytesIO(mb[mo[i] : mo[i + 1]].tobytes())))
+    try:
+        with np.load(path / "tiles.npz", allow_pickle=False) as z:
+            ib, io_, mb, mo, split = (
+                z["images"],
+                z["image_offsets"],
+                z["masks"],
+                z["mask_offsets"],
+                z["split"],
+            )
+        n = len(split)
+        t = manifest["tile_size"]
+        images = np.empty((n, t, t, 3), np.uint8)
+        masks = np.empty((n, t, t), np.uint8)
+        for i in range(n):
+            images[i] = np.asarray(Image.open(io.BytesIO(ib[io_[i] : io_[i + 1]].tobytes())).convert("RGB"))
+            masks[i] = np.asarray(Image.open(io.BytesIO(mb[mo[i] : mo[i + 1]].tobytes())))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{path / 'tiles.npz'} is corrupt or does not match its manifest ({type(exc).__name__}: {exc}): "
+            "build the dataset again with `geodiff dataset build`"
+        ) from exc
     return manifest, images, masks, split
 
 

@@ -194,19 +194,33 @@ def _run_folder(cfg: TrainConfig, name: str, resume: bool) -> tuple[Path, Path]:
     return out, ckpt_path
 
 
+def _write_json(path: Path, value: Any) -> None:
+    """A run folder's JSON file (metrics, time), replaced atomically: an interruption keeps the old one."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def _save_vae(vae: Any, folder: Path) -> None:
+    """The autoencoder's folder, written beside its name and swapped in whole (never half a model there)."""
+    from geodiff.io import staged_folder
+
+    with staged_folder(folder) as tmp:
+        vae.to("cpu").save_pretrained(tmp, safe_serialization=True, max_shard_size="15MB")
+
+
 def keep_snapshot(part: Path, step: int, items: dict[str, Path]) -> Path:
-    """Copy ``items`` (name -> file or folder) to ``<part>/exports/step-NNNNNNN``, published whole or not at all."""
+    """Copy ``items`` (name -> file or folder) to ``<part>/exports/step-NNNNNNN``, published whole or not at all
+    (the same step again, a rerun of a finished run, replaces the old copy whole)."""
+    from geodiff.io import staged_folder
+
     dest = part / "exports" / f"step-{step:07d}"
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, src in items.items():
-        if src.is_dir():
-            shutil.copytree(src, tmp / name)
-        else:
-            shutil.copy2(src, tmp / name)
-    shutil.rmtree(dest, ignore_errors=True)  # the same step again: a rerun of a finished run, same weights
-    tmp.rename(dest)
+    with staged_folder(dest) as tmp:
+        tmp.mkdir()
+        for name, src in items.items():
+            if src.is_dir():
+                shutil.copytree(src, tmp / name)
+            else:
+                shutil.copy2(src, tmp / name)
     return dest
 
 
@@ -372,8 +386,8 @@ def train_autoencoder(
         scaling_factor=vae.config.scaling_factor,
         split=val_ds.split,
     )
-    vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True, max_shard_size="15MB")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _save_vae(vae, out / "vae")
+    _write_json(out / "metrics.json", metrics)
     keep_snapshot(out, step, {"vae": out / "vae", "metrics.json": out / "metrics.json"})
     report(
         progress,
@@ -456,7 +470,12 @@ def _pretrained_model(ref: str) -> GeodiffModel:
 
 
 def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: dict[str, Any]) -> None:
-    """save_pretrained with the EMA weights (the live weights are restored afterwards) + model card."""
+    """save_pretrained with the EMA weights (the live weights are restored afterwards) + model card.
+
+    The folder is built whole beside ``output`` (weights, card, and the old folder's other files such as the
+    card notes) and swapped in at once: an interruption never leaves a half-written model under its name."""
+    from geodiff.io import staged_folder
+    from geodiff.model.core import SUBFOLDERS
     from geodiff.train.card import write_model_card
 
     params = _trainable(model)
@@ -464,8 +483,18 @@ def export_model(model: GeodiffModel, ema: EMAModel | None, output: Path, card: 
         ema.store(params)
         ema.copy_to(params)
     try:
-        model.save_pretrained(output)
-        write_model_card(output, model, card)
+        with staged_folder(output) as tmp:
+            model.save_pretrained(tmp)
+            if output.is_dir():
+                for item in output.iterdir():  # keep the card notes, samples and friends
+                    if item.name not in (
+                        *SUBFOLDERS,
+                        "config.json",
+                        "classes.json",
+                    ) and not item.name.startswith("."):
+                        if not (tmp / item.name).exists():
+                            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+            write_model_card(tmp, model, card)
     finally:
         if ema is not None:
             ema.restore(params)
@@ -590,9 +619,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "autoencoder": sec.autoencoder,
             },
         )
-        (out / "time.json").write_text(
-            json.dumps({"seconds": prior + time.monotonic() - start, "step": step})
-        )
+        _write_json(out / "time.json", {"seconds": prior + time.monotonic() - start, "step": step})
 
     def export() -> None:
         card.update(step=step, train_seconds=round(prior + time.monotonic() - start, 1))
