@@ -5,7 +5,7 @@ A diffusers-style pipeline in three stages:
 - **prepare**: lay out windows over the canvas (one window for a map of one tile or less; overlapping tiles
   otherwise), encode each window's map once, and scale the initial latents;
 - **loop**: at every step, predict each window's noise (with classifier-free guidance when
-  ``guidance_scale > 1``), blend the windows' predictions with smooth weights into one canvas prediction, and
+  ``guidance_scale > 1``: two U-Net passes, or one for a distilled student, which has guidance folded in), blend the windows' predictions with smooth weights into one canvas prediction, and
   take a single scheduler step for the whole canvas, so neighbouring windows cannot drift apart
   (Mixture-of-Diffusers);
 - **postprocess**: decode window by window, blended in pixel space with the same kind of weights.
@@ -73,23 +73,25 @@ class GeodiffPipeline:
         A loaded :class:`GeodiffModel`.
     scheduler
         A diffusers scheduler built from the model's config (``model.make_scheduler("dpm" | "ddpm")``);
-        DPM-Solver++ 2M when ``None``.
+        the model's own sampler when ``None`` (DPM-Solver++ 2M, or the student's for a ``quality="fast"`` model).
     """
 
     def __init__(self, model: GeodiffModel, scheduler: Any | None = None) -> None:
         self.model = model
-        self.scheduler = scheduler if scheduler is not None else model.make_scheduler("dpm")
+        self.scheduler = scheduler if scheduler is not None else model.make_scheduler()
 
     @classmethod
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
-        sampler: Sampler = "dpm",
+        sampler: Sampler | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        quality: str = "full",
     ) -> GeodiffPipeline:
-        """Load a model folder (see :meth:`GeodiffModel.from_pretrained`) with a ``sampler`` scheduler."""
-        model = GeodiffModel.from_pretrained(path, device=device, dtype=dtype)
+        """Load a model folder (see :meth:`GeodiffModel.from_pretrained`) with a ``sampler`` scheduler (default:
+        the model's own). ``quality="fast"``: the folder's distilled student, a few one-pass steps."""
+        model = GeodiffModel.from_pretrained(path, device=device, dtype=dtype, quality=quality)
         return cls(model, model.make_scheduler(sampler))
 
     def to(self, device: str | torch.device) -> GeodiffPipeline:
@@ -123,6 +125,8 @@ class GeodiffPipeline:
         model = self.model
         n = crops.shape[0]
         tt = torch.full((n,), int(t), device=model.device, dtype=torch.long)
+        if model.student is not None:  # guidance folded in: one pass
+            return model.predict_noise(crops.to(model.dtype), tt, cond, guidance_scale=guidance).float()
         if null is None:
             return model.predict_noise(crops.to(model.dtype), tt, cond).float()
         # conditional and unconditional predictions in one U-Net call (twice the batch)
@@ -135,7 +139,7 @@ class GeodiffPipeline:
     def __call__(
         self,
         class_map: torch.Tensor | np.ndarray,
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         guidance_scale: float | None = None,
@@ -154,7 +158,7 @@ class GeodiffPipeline:
             One canvas or a batch of same-sized canvases; 255 = no class. A canvas larger than the model's tile
             must be covered exactly by windows every ``tile - overlap`` px (see :func:`canvas_windows`).
         num_inference_steps
-            Scheduler steps.
+            Scheduler steps; default the model's (20, or the student's few for ``quality="fast"``).
         generator
             Draws the initial noise when ``latents`` is None (on the CPU, so a seed gives the same image on CPU
             and GPU up to float noise) and the per-step noise of ancestral samplers (``ddpm``).
@@ -181,6 +185,9 @@ class GeodiffPipeline:
         -------
         GeodiffPipelineOutput
         """
+        model = self.model
+        if num_inference_steps is None:
+            num_inference_steps = model.default_steps
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise InvalidParameterError(
                 f"num_inference_steps must be at least 1, got {num_inference_steps!r}"
@@ -189,7 +196,6 @@ class GeodiffPipeline:
             raise InvalidParameterError(f"output_type must be np, pt or pil, got {output_type!r}")
         if batch_size < 1:
             raise InvalidParameterError(f"batch size must be >= 1, got {batch_size}")
-        model = self.model
         guidance = model.config.guidance(guidance_scale)
         if not guidance >= 1.0:
             raise InvalidParameterError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
@@ -214,7 +220,7 @@ class GeodiffPipeline:
             for bw in batches
         ]
         null = None
-        if guidance > 1.0:
+        if guidance > 1.0 and model.student is None:
             null = model.condition(torch.full((1, th, tw), IGNORE, dtype=torch.long))
         shape = (b, model.latent_channels, h // f, w // f)
         if latents is None:

@@ -365,7 +365,8 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 def _pipeline(model: GeodiffModel, sampler: str):
     from geodiff.pipeline import GeodiffPipeline
 
-    return GeodiffPipeline(model, model.make_scheduler(sampler))
+    # "dpm" is the default sampler: a fast (distilled) model's default is its student's own
+    return GeodiffPipeline(model, model.make_scheduler(None if sampler == "dpm" else sampler))
 
 
 def _canvas_generator(seed: int, key: str, row: int, col: int) -> torch.Generator:

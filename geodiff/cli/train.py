@@ -1,4 +1,4 @@
-"""``geodiff train autoencoder|diffusion --config FILE``: train from a TOML config (see configs/)."""
+"""``geodiff train autoencoder|diffusion|distill --config FILE``: train from a TOML config (see configs/)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _load(config_path: Path, section: str, max_minutes: float | None, steps: int
 
 @click.group()
 def train() -> None:
-    """Train the autoencoder, then the map-conditioned diffusion model."""
+    """Train the autoencoder, then the map-conditioned diffusion model; distil a fast sampler from it."""
 
 
 @train.command()
@@ -92,3 +92,25 @@ def diffusion(
     finally:
         close_progress(progress)
     click.echo(f"model saved to {folder}")
+
+
+@train.command()
+@_config
+@_resume
+@_max_minutes
+@_steps
+@progress_option
+def distill(
+    config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
+) -> None:
+    """Distil [distill].teacher into a few-step student (guidance folded in); saves the teacher's model folder
+    with the student in student/ (load it with quality="fast")."""
+    from geodiff.train.distill import train_distill
+
+    cfg = _load(config_path, "distill", max_minutes, steps)
+    progress = make_progress(progress_mode, "distill")
+    try:
+        folder = train_distill(cfg, resume=resume, progress=progress)
+    finally:
+        close_progress(progress)
+    click.echo(f"model with its fast student saved to {folder}")

@@ -69,7 +69,7 @@ def synthesize_tiles(
     """
     from geodiff.pipeline import GeodiffPipeline
 
-    pipe = GeodiffPipeline(model, model.make_scheduler("dpm"))
+    pipe = GeodiffPipeline(model)  # the model's own sampler (a fast model's: its student's)
     n, tile = len(masks), masks.shape[-1]
     f = model.latent_factor
     shape = (model.latent_channels, tile // f, tile // f)
