@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from geodiff.cli import main
-from geodiff.errors import ModelError
+from geodiff.errors import ConfigError, ModelError
 from geodiff.io import read_raster
 from geodiff.model import GeodiffModel
 from geodiff.model.student import StudentInfo, make_student_unet, save_student
+from geodiff.models import load_model
 from geodiff.pipeline import GeodiffPipeline
 from geodiff.synth import synthesize
-from geodiff.train.config import load_config
+from geodiff.train.config import load_config, parse_config
 from geodiff.train.dataset import build_from_mask_folder
 from geodiff.train.distill import train_distill
 from tests.test_dataset import make_folder
@@ -118,7 +119,7 @@ def test_distill_resumes_bit_identically_and_the_student_loads(
 
     # the output is the teacher's folder plus student/; both qualities load from it
     full = GeodiffModel.from_pretrained(out)
-    fast = GeodiffModel.from_pretrained(out, quality="fast")
+    fast = load_model(out, device="cpu", quality="fast")
     assert full.quality == "full" and fast.quality == "fast" and fast.student.train_steps == 2
     assert fast.unet.config.time_cond_proj_dim == 64 and not full.unet.config.time_cond_proj_dim
     assert (tmp_path / "b" / "distill" / "exports" / "step-0000002" / "student" / "student.json").is_file()
@@ -163,3 +164,12 @@ def test_fast_strips_match_a_single_strip_run(fast_model: GeodiffModel, tmp_path
     np.testing.assert_array_equal(a, a2)
     # as with the full sampler: strips only see their own rows, so they differ a little near strip edges
     assert np.abs(a - b).mean() < 0.2 * np.abs(a - c).mean()
+
+
+def test_distill_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="guidance_min"):
+        parse_config({"data": {"path": "x"}, "distill": {"guidance_min": 3.0, "guidance_max": 2.0}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_config({"data": {"path": "x"}, "distill": {"teachr": "a"}})
+    with pytest.raises(ModelError, match="quality"):
+        load_model(None, device="cpu", quality="fastest")

@@ -299,7 +299,9 @@ class GeodiffModel(nn.Module):
         self, unet: UNet2DConditionModel, scheduler_config: dict[str, Any], info: StudentInfo
     ) -> None:
         """Sample with a distilled student U-Net from now on (the teacher's U-Net is dropped)."""
-        self.unet = unet.to(device=self.device, dtype=self.dtype)
+        if unet.dtype != self.dtype:
+            unet = {torch.float16: unet.half, torch.bfloat16: unet.bfloat16}.get(self.dtype, unet.float)()
+        self.unet = unet.to(self.device)
         self.student, self.student_scheduler_config = info, dict(scheduler_config)
 
     @property

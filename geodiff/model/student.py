@@ -79,7 +79,9 @@ def make_student_unet(teacher: UNet2DConditionModel, embed_dim: int) -> UNet2DCo
     if unexpected or set(missing) != {"time_embedding.cond_proj.weight"}:
         raise ModelError(f"cannot start the student from the teacher: {missing} {unexpected}")
     torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
-    return student.to(device=teacher.device, dtype=teacher.dtype)
+    student.to(teacher.device)
+    # .half()/.float(), as diffusers' .to(dtype) warns about float32-only modules even when there are none
+    return student.half() if teacher.dtype == torch.float16 else student.float()
 
 
 def make_student_scheduler(scheduler_config: dict[str, Any]) -> DDIMScheduler:
