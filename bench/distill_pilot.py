@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import shlex
 import sys
@@ -41,6 +42,9 @@ ARMS = {
     "fast_2steps": ("fast", 2, None, 2),
     "fast_8steps": ("fast", 8, None, 8),
     "fast_guidance3": ("fast", None, 3.0, None),  # w-conditioning: the guidance scale is still a choice
+    # LCM's own multistep sampler (fresh noise at every step, drawn for the whole canvas, so not place-keyed):
+    # what the deterministic DDIM sampler gives up, if anything
+    "fast_lcm_stochastic": ("fast", None, None, None),
 }
 
 
@@ -122,10 +126,16 @@ def main() -> None:
         quality, steps, guidance, passes = ARMS[arm]
         model = models[quality]
         steps = steps or model.default_steps
+        if arm == "fast_lcm_stochastic":
+            from diffusers import LCMScheduler
+
+            torch.manual_seed(args.seed)  # its per-step noise comes from the global generator
+            model.make_scheduler = functools.partial(LCMScheduler.from_config, model.scheduler_config)
         rep = evaluate_model(
             args.data, None, out / arm, seg_net=args.seg_net, steps=steps, limit=args.limit, seed=args.seed,
             device="cpu", model=model, guidance_scale=guidance, seam_size=args.seam_size,
         )  # fmt: skip
+        vars(model).pop("make_scheduler", None)  # back to the class's own
         row = {"steps": steps, "unet_passes_per_tile": passes or steps, **summary(rep)}
         result["quality"][arm] = row
         print(arm, json.dumps(row), flush=True)
