@@ -17,7 +17,7 @@ card's sample grid) runs through :class:`GeodiffPipeline`; :mod:`geodiff.synth` 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -149,6 +149,7 @@ class GeodiffPipeline:
         output_type: OutputType = "np",
         return_latents: bool = False,
         progress: ProgressCallback | None = None,
+        step_noise: Callable[[int], torch.Tensor] | None = None,
     ) -> GeodiffPipelineOutput:
         """Denoise from noise to images conditioned on ``class_map`` (``[H, W]`` or ``[B, H, W]`` class ids).
 
@@ -180,6 +181,10 @@ class GeodiffPipeline:
             Also return the final latents.
         progress
             ``progress(fraction, message)`` callback.
+        step_noise
+            ``step_noise(i)``: the noise (shape of ``latents``) with which a consistency sampler (the fast
+            student's ``LCMScheduler``) re-noises its clean estimate after step ``i``; :mod:`geodiff.synth` keys
+            it by place like the initial noise. Drawn with ``generator`` for the whole batch when None.
 
         Returns
         -------
@@ -247,7 +252,13 @@ class GeodiffPipeline:
                     self._crop(weight, v, th, tw, f)[0] += w_lat
                 done += 1
                 report(progress, done / total, f"denoising step {i + 1}/{len(steps)}")
-            x = sched.step(eps / weight, t, x, generator=generator).prev_sample
+            # a throwaway generator when the caller gives the noise: the scheduler's own draw is not used
+            out = sched.step(eps / weight, t, x, generator=torch.Generator() if step_noise else generator)
+            denoised = getattr(out, "denoised", None)
+            if denoised is not None and step_noise is not None and i + 1 < len(steps):
+                x = sched.add_noise(denoised, step_noise(i).to(x), steps[i + 1])
+            else:
+                x = out.prev_sample
         if not torch.isfinite(x).all():
             raise ModelError(
                 "the model produced non-finite latents (NaN/inf): its weights are probably corrupt; "

@@ -15,7 +15,7 @@ from geodiff.cli import main
 from geodiff.errors import ConfigError, ModelError
 from geodiff.io import read_raster
 from geodiff.model import GeodiffModel
-from geodiff.model.student import StudentInfo, make_student_unet, save_student
+from geodiff.model.student import StudentInfo, make_student_scheduler, make_student_unet, save_student
 from geodiff.models import load_model
 from geodiff.pipeline import GeodiffPipeline
 from geodiff.synth import synthesize
@@ -146,6 +146,18 @@ def test_fast_pipeline_is_deterministic_and_one_pass_per_step(fast_model: Geodif
     # guidance is an input of the student, not a second pass
     c = pipe(cmap, generator=torch.Generator().manual_seed(0), guidance_scale=3.0).images
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 0
+    # the caller's step noise replaces the generator's draws (LCM re-noises); DDIM needs none
+    noise = lambda i: torch.randn(
+        1, fast_model.latent_channels, 16, 16, generator=torch.Generator().manual_seed(i)
+    )  # noqa: E731
+    d = pipe(cmap, generator=torch.Generator().manual_seed(0), step_noise=noise).images
+    assert np.abs(a.astype(int) - d.astype(int)).mean() > 0
+    np.testing.assert_array_equal(
+        d, pipe(cmap, generator=torch.Generator().manual_seed(0), step_noise=noise).images
+    )
+    ddim = GeodiffPipeline(fast_model, make_student_scheduler(fast_model.scheduler_config, "ddim"))
+    e = ddim(cmap, generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(e, ddim(cmap, generator=torch.Generator().manual_seed(0)).images)
 
 
 def test_fast_strips_match_a_single_strip_run(fast_model: GeodiffModel, tmp_path: Path) -> None:

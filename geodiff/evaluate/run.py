@@ -51,6 +51,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(_resolve(device))
 
 
+def _tile_step_noise(first_seed: int, n: int, shape: tuple[int, ...]):  # noqa: ANN202
+    """A consistency sampler's re-noising (the fast student's), seeded per tile like its initial noise."""
+    from geodiff.noise import block_seed
+
+    def noise(i: int) -> torch.Tensor:
+        gens = [torch.Generator().manual_seed(block_seed(first_seed + j, "step", i, 0)) for j in range(n)]
+        return torch.stack([torch.randn(shape, generator=g) for g in gens])
+
+    return noise
+
+
 def synthesize_tiles(
     masks: np.ndarray,
     model: Any,
@@ -88,6 +99,7 @@ def synthesize_tiles(
             latents=noise,
             guidance_scale=guidance_scale,
             batch_size=batch_size,
+            step_noise=_tile_step_noise(seed + start, len(group), shape),
         ).images
         out += list(images)
         report(

@@ -3,17 +3,18 @@
 A model folder may hold ``student/`` next to the teacher's parts::
 
     student/unet/            UNet2DConditionModel with ``time_cond_proj_dim`` (the guidance-weight embedding)
-    student/scheduler/       its sampler (DDIM, trailing timesteps, deterministic)
+    student/scheduler/       its sampler (LCMScheduler, or DDIM with trailing timesteps)
     student/student.json     method, default steps, guidance range it was trained on, teacher, training time
 
 The student shares the teacher's autoencoder and map encoder, so only its U-Net is stored. It predicts the
 *guided* noise in one pass: classifier-free guidance is folded in through a guidance-weight embedding (the
 latent consistency models' w-conditioning), so a step costs one U-Net pass instead of two.
 
-Sampling is deterministic (DDIM with ``eta = 0``): the only randomness is the place-keyed initial noise, so the
-window blending, strip-wise runs and resumes behave exactly as with DPM-Solver++. A consistency model's
-multistep sampler would re-noise with fresh noise at every step, drawn for the whole canvas, which would tie the
-pixels to the canvas instead of the place.
+Its sampler is LCM's multistep one: the clean estimate of each step is re-noised to the next timestep. That
+noise comes from the caller (``step_noise`` of :class:`geodiff.pipeline.GeodiffPipeline`), which
+:mod:`geodiff.synth` keys by place like the initial noise, so the window blending, strip-wise runs and resumes
+behave as with DPM-Solver++. The deterministic alternative (DDIM, ``eta = 0``, ``sampler="ddim"``) needs no
+step noise but carries each step's error on to the next (measured in ``bench/results/distill_pilot/``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, LCMScheduler, UNet2DConditionModel
 
 from geodiff.errors import ModelError
 
@@ -84,9 +85,21 @@ def make_student_unet(teacher: UNet2DConditionModel, embed_dim: int) -> UNet2DCo
     return student.half() if teacher.dtype == torch.float16 else student.float()
 
 
-def make_student_scheduler(scheduler_config: dict[str, Any]) -> DDIMScheduler:
-    """DDIM on the teacher's noise schedule: trailing timesteps (the first step starts at pure noise, as the
-    student was trained), deterministic, no clipping (latents are not in [-1, 1])."""
+def make_student_scheduler(
+    scheduler_config: dict[str, Any], sampler: str | None = None
+) -> LCMScheduler | DDIMScheduler:
+    """The student's sampler on the teacher's noise schedule: ``"lcm"`` (LCMScheduler, the consistency
+    model's multistep sampler) or ``"ddim"`` (deterministic, trailing timesteps so the first step starts at pure
+    noise, as the student was trained); ``None``: the one ``scheduler_config`` names (a saved student's).
+    Neither clips (latents are not in [-1, 1])."""
+    if sampler is None:
+        sampler = "ddim" if scheduler_config.get("_class_name") == "DDIMScheduler" else "lcm"
+    if sampler == "lcm":
+        # without the DDPM-only key (diffusers would warn that LCMScheduler ignores it)
+        cfg = {k: v for k, v in scheduler_config.items() if k != "variance_type"}
+        return LCMScheduler.from_config(cfg, clip_sample=False, thresholding=False)
+    if sampler != "ddim":
+        raise ModelError(f"unknown student sampler {sampler!r}: use 'lcm' or 'ddim'")
     return DDIMScheduler.from_config(
         scheduler_config,
         timestep_spacing="trailing",
@@ -112,6 +125,7 @@ def save_student(
     scheduler_config: dict[str, Any],
     info: StudentInfo,
     half: bool = True,
+    sampler: str = "lcm",
 ) -> Path:
     """Write ``<root>/student/`` (replacing an older one whole: a reader never sees half a student)."""
     root = Path(root)
@@ -123,7 +137,7 @@ def save_student(
         (stored.half() if half else stored.float()).save_pretrained(
             tmp / "unet", safe_serialization=True, max_shard_size="15MB"
         )
-        make_student_scheduler(scheduler_config).save_pretrained(tmp / "scheduler")
+        make_student_scheduler(scheduler_config, sampler).save_pretrained(tmp / "scheduler")
         (tmp / "student.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
         if dest.exists():
             old = root / f".{STUDENT_DIR}.old-{uuid.uuid4().hex[:8]}"
@@ -154,7 +168,7 @@ def load_student(
         info = StudentInfo.from_dict(json.loads((folder / "student.json").read_text()))
         with _quiet_loading():
             unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **_LOAD)
-        sched = dict(DDIMScheduler.load_config(folder, subfolder="scheduler"))
+        sched = dict(LCMScheduler.load_config(folder, subfolder="scheduler"))
     except Exception as exc:
         raise ModelError(f"cannot load the fast sampler in {folder}: {exc}") from exc
     if not unet.config.time_cond_proj_dim:
