@@ -107,12 +107,21 @@ def main() -> None:
     models = {q: load_model(args.model, device="cpu", quality=q) for q in ("full", "fast")}
     passes_fast = models["fast"].default_steps
     test = load_splits(args.data, tile=models["full"].config.tile_size)["test"]
+    # runs with other --arms add to the same results.json (each run's command is kept)
+    old = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     result: dict = {
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **old,
+        "runs": old.get("runs", [])
+        + [
+            {
+                "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "command": shlex.join([sys.executable, *sys.argv]),
+            }
+        ],
         "threads": args.threads,
         "student": vars(models["fast"].student),
     }
+    result.setdefault("quality", {})
     if args.timing_reps:
         secs = time_tiles(models, test.masks[: args.timing_reps], args.timing_reps)
         result["seconds_per_tile"] = {
@@ -121,7 +130,6 @@ def main() -> None:
             "ratio full / fast": round(secs["full"] / secs["fast"], 2),
         }
         print(json.dumps(result["seconds_per_tile"]), flush=True)
-    result["quality"] = {}
     for arm in args.arms.split(","):
         quality, steps, guidance, passes = ARMS[arm]
         model = models[quality]
@@ -129,7 +137,8 @@ def main() -> None:
         if arm == "fast_ddim":
             from geodiff.model.student import make_student_scheduler
 
-            model.make_scheduler = functools.partial(make_student_scheduler, model.scheduler_config, "ddim")
+            ddim = functools.partial(make_student_scheduler, model.scheduler_config, "ddim")
+            model.make_scheduler = lambda *_, _ddim=ddim, **__: _ddim()  # for every sampler asked for
         rep = evaluate_model(
             args.data, None, out / arm, seg_net=args.seg_net, steps=steps, limit=args.limit, seed=args.seed,
             device="cpu", model=model, guidance_scale=guidance, seam_size=args.seam_size,
