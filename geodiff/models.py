@@ -93,33 +93,36 @@ class ModelRef:
             state["_loaded"] = {}
         return state
 
-    def load(self, device: str = "auto", quality: str = "full") -> GeodiffModel:
+    def load(self, device: str = "auto", quality: str | None = None) -> GeodiffModel:
         """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU).
 
-        ``quality="fast"``: with the folder's distilled student as its U-Net (:mod:`geodiff.model.student`).
+        ``quality``: ``"full"`` or ``"fast"`` (the folder's distilled student as the U-Net,
+        :mod:`geodiff.model.student`); None: ``"full"`` for a folder, an in-memory model's own.
         """
         from geodiff.model import GeodiffModel
         from geodiff.model.student import check_quality
 
-        check_quality(quality)
+        if quality is not None:
+            check_quality(quality)
         dev = resolve_device(device)
+        if self.path is None:  # an in-memory model: move it; its quality is its own
+            model = next(iter(self._loaded.values()))
+            if quality is not None and model.quality != quality:
+                raise ModelError(
+                    f"the in-memory model samples at quality {model.quality!r}, not {quality!r}: load its "
+                    "folder with the quality you want"
+                )
+            if dev not in self._loaded:
+                self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
+            return self._loaded[dev]
+        quality = quality or "full"
         key = dev if quality == "full" else f"{dev}|{quality}"
         if key not in self._loaded:
-            if self.path is None:  # an in-memory model: move it; its quality is its own
-                model = next(iter(self._loaded.values()))
-                if model.quality != quality:
-                    raise ModelError(
-                        f"the in-memory model samples at quality {model.quality!r}, not {quality!r}: load its "
-                        "folder with the quality you want"
-                    )
-                key = dev
-                self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
-            else:
-                self._loaded = {
-                    key: GeodiffModel.from_pretrained(
-                        self.path, device=dev, dtype=device_dtype(dev), quality=quality
-                    )
-                }
+            self._loaded = {
+                key: GeodiffModel.from_pretrained(
+                    self.path, device=dev, dtype=device_dtype(dev), quality=quality
+                )
+            }
         return self._loaded[key]
 
     def info(self) -> dict[str, Any]:
@@ -217,7 +220,9 @@ def resolve_model(
 
 
 def load_model(
-    model: GeodiffModel | str | os.PathLike[str] | None = None, device: str = "auto", quality: str = "full"
+    model: GeodiffModel | str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    quality: str | None = None,
 ) -> GeodiffModel:
     """Load a model by name, folder or hub id (``None``: the default model) on ``device``.
 
@@ -229,7 +234,8 @@ def load_model(
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     quality
         ``"full"`` (the teacher: 20 DPM-Solver++ steps, two U-Net passes each with guidance) or ``"fast"`` (the
-        folder's distilled student: a few steps of one pass each; see :mod:`geodiff.model.student`).
+        folder's distilled student: a few steps of one pass each; see :mod:`geodiff.model.student`); None:
+        ``"full"``, or an in-memory model's own.
 
     Returns
     -------

@@ -186,3 +186,10 @@ def test_distill_config_is_checked() -> None:
         parse_config({"data": {"path": "x"}, "distill": {"teachr": "a"}})
     with pytest.raises(ModelError, match="quality"):
         load_model(None, device="cpu", quality="fastest")
+
+
+def test_in_memory_model_keeps_its_quality(fast_model: GeodiffModel) -> None:
+    assert load_model(fast_model, device="cpu") is fast_model
+    assert load_model(fast_model, device="cpu", quality="fast") is fast_model
+    with pytest.raises(ModelError, match="in-memory model samples at quality 'fast'"):
+        load_model(fast_model, device="cpu", quality="full")
