@@ -5,9 +5,9 @@ A diffusers-style pipeline in three stages:
 - **prepare**: lay out windows over the canvas (one window for a map of one tile or less; overlapping tiles
   otherwise), encode each window's map once, and scale the initial latents;
 - **loop**: at every step, predict each window's noise (with classifier-free guidance when
-  ``guidance_scale > 1``: two U-Net passes, or one for a distilled student, which has guidance folded in), blend the windows' predictions with smooth weights into one canvas prediction, and
-  take a single scheduler step for the whole canvas, so neighbouring windows cannot drift apart
-  (Mixture-of-Diffusers);
+  ``guidance_scale > 1``: two U-Net passes, or one for a distilled student, which has guidance folded in),
+  blend the windows' predictions with smooth weights into one canvas prediction, and take a single scheduler
+  step for the whole canvas, so neighbouring windows cannot drift apart (Mixture-of-Diffusers);
 - **postprocess**: decode window by window, blended in pixel space with the same kind of weights.
 
 Every entry point (``geodiff synth``, :func:`geodiff.synth.synthesize_map`, evaluation, augmentation, the model
@@ -253,7 +253,9 @@ class GeodiffPipeline:
                 done += 1
                 report(progress, done / total, f"denoising step {i + 1}/{len(steps)}")
             # a throwaway generator when the caller gives the noise: the scheduler's own draw is not used
-            out = sched.step(eps / weight, t, x, generator=torch.Generator() if step_noise else generator)
+            out = sched.step(
+                eps / weight, t, x, generator=torch.Generator() if step_noise is not None else generator
+            )
             denoised = getattr(out, "denoised", None)
             if denoised is not None and step_noise is not None and i + 1 < len(steps):
                 x = sched.add_noise(denoised, step_noise(i).to(x), steps[i + 1])
