@@ -89,20 +89,37 @@ class ModelRef:
             state["_loaded"] = {}
         return state
 
-    def load(self, device: str = "auto") -> GeodiffModel:
-        """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU)."""
-        from geodiff.model import GeodiffModel
+    def load(self, device: str = "auto", quality: str | None = None) -> GeodiffModel:
+        """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU).
 
+        ``quality``: ``"full"`` or ``"fast"`` (the folder's distilled student as the U-Net,
+        :mod:`geodiff.model.student`); None: ``"full"`` for a folder, an in-memory model's own.
+        """
+        from geodiff.model import GeodiffModel
+        from geodiff.model.student import check_quality
+
+        if quality is not None:
+            check_quality(quality)
         dev = resolve_device(device)
-        if dev not in self._loaded:
-            if self.path is None:  # an in-memory model: move it
-                model = next(iter(self._loaded.values()))
+        if self.path is None:  # an in-memory model: move it; its quality is its own
+            model = next(iter(self._loaded.values()))
+            if quality is not None and model.quality != quality:
+                raise ModelError(
+                    f"the in-memory model samples at quality {model.quality!r}, not {quality!r}: load its "
+                    "folder with the quality you want"
+                )
+            if dev not in self._loaded:
                 self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
-            else:
-                self._loaded = {
-                    dev: GeodiffModel.from_pretrained(self.path, device=dev, dtype=device_dtype(dev))
-                }
-        return self._loaded[dev]
+            return self._loaded[dev]
+        quality = quality or "full"
+        key = dev if quality == "full" else f"{dev}|{quality}"
+        if key not in self._loaded:
+            self._loaded = {
+                key: GeodiffModel.from_pretrained(
+                    self.path, device=dev, dtype=device_dtype(dev), quality=quality
+                )
+            }
+        return self._loaded[key]
 
     def info(self) -> dict[str, Any]:
         """Name, folder, resolution, classes and the measured metrics of a model folder (``geodiff models``)."""
@@ -182,7 +199,9 @@ def resolve_model(
 
 
 def load_model(
-    model: GeodiffModel | str | os.PathLike[str] | None = None, device: str = "auto"
+    model: GeodiffModel | str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    quality: str | None = None,
 ) -> GeodiffModel:
     """Load a model by name, folder or hub id (``None``: the default model) on ``device``.
 
@@ -192,13 +211,17 @@ def load_model(
         ``None`` (the default model), a name from ``geodiff models``, a model folder, or a hub id.
     device
         ``"auto"`` (CUDA when visible), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    quality
+        ``"full"`` (the teacher: 20 DPM-Solver++ steps, two U-Net passes each with guidance) or ``"fast"`` (the
+        folder's distilled student: a few steps of one pass each; see :mod:`geodiff.model.student`); None:
+        ``"full"``, or an in-memory model's own.
 
     Returns
     -------
     geodiff.model.GeodiffModel
         In bfloat16 on CUDA, float32 on the CPU, in eval mode.
     """
-    return resolve_model(model).load(device)
+    return resolve_model(model).load(device, quality)
 
 
 def installed_models(settings: Settings | None = None) -> list[ModelRef]:

@@ -5,9 +5,9 @@ A diffusers-style pipeline in three stages:
 - **prepare**: lay out windows over the canvas (one window for a map of one tile or less; overlapping tiles
   otherwise), encode each window's map once, and scale the initial latents;
 - **loop**: at every step, predict each window's noise (with classifier-free guidance when
-  ``guidance_scale > 1``), blend the windows' predictions with smooth weights into one canvas prediction, and
-  take a single scheduler step for the whole canvas, so neighbouring windows cannot drift apart
-  (Mixture-of-Diffusers);
+  ``guidance_scale > 1``: two U-Net passes, or one for a distilled student, which has guidance folded in),
+  blend the windows' predictions with smooth weights into one canvas prediction, and take a single scheduler
+  step for the whole canvas, so neighbouring windows cannot drift apart (Mixture-of-Diffusers);
 - **postprocess**: decode window by window, blended in pixel space with the same kind of weights.
 
 Every entry point (``geodiff synth``, :func:`geodiff.synth.synthesize_map`, evaluation, augmentation, the model
@@ -17,7 +17,7 @@ card's sample grid) runs through :class:`GeodiffPipeline`; :mod:`geodiff.synth` 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,23 +98,25 @@ class GeodiffPipeline:
         A loaded :class:`GeodiffModel`.
     scheduler
         A diffusers scheduler built from the model's config (``model.make_scheduler("dpm" | "ddpm")``);
-        DPM-Solver++ 2M when ``None``.
+        the model's own sampler when ``None`` (DPM-Solver++ 2M, or the student's for a ``quality="fast"`` model).
     """
 
     def __init__(self, model: GeodiffModel, scheduler: Any | None = None) -> None:
         self.model = model
-        self.scheduler = scheduler if scheduler is not None else model.make_scheduler("dpm")
+        self.scheduler = scheduler if scheduler is not None else model.make_scheduler()
 
     @classmethod
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
-        sampler: Sampler = "dpm",
+        sampler: Sampler | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        quality: str = "full",
     ) -> GeodiffPipeline:
-        """Load a model folder (see :meth:`GeodiffModel.from_pretrained`) with a ``sampler`` scheduler."""
-        model = GeodiffModel.from_pretrained(path, device=device, dtype=dtype)
+        """Load a model folder (see :meth:`GeodiffModel.from_pretrained`) with a ``sampler`` scheduler (default:
+        the model's own). ``quality="fast"``: the folder's distilled student, a few one-pass steps."""
+        model = GeodiffModel.from_pretrained(path, device=device, dtype=dtype, quality=quality)
         return cls(model, model.make_scheduler(sampler))
 
     def to(self, device: str | torch.device) -> GeodiffPipeline:
@@ -148,6 +150,8 @@ class GeodiffPipeline:
         model = self.model
         n = crops.shape[0]
         tt = torch.full((n,), int(t), device=model.device, dtype=torch.long)
+        if model.student is not None:  # guidance folded in: one pass
+            return model.predict_noise(crops.to(model.dtype), tt, cond, guidance_scale=guidance).float()
         if null is None:
             return model.predict_noise(crops.to(model.dtype), tt, cond).float()
         # conditional and unconditional predictions in one U-Net call (twice the batch)
@@ -160,7 +164,7 @@ class GeodiffPipeline:
     def __call__(
         self,
         class_map: torch.Tensor | np.ndarray,
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         guidance_scale: float | None = None,
@@ -171,6 +175,7 @@ class GeodiffPipeline:
         return_latents: bool = False,
         progress: ProgressCallback | None = None,
         known: KnownRegion | None = None,
+        step_noise: Callable[[int], torch.Tensor] | None = None,
     ) -> GeodiffPipelineOutput:
         """Denoise from noise to images conditioned on ``class_map`` (``[H, W]`` or ``[B, H, W]`` class ids).
 
@@ -180,7 +185,7 @@ class GeodiffPipeline:
             One canvas or a batch of same-sized canvases; 255 = no class. A canvas larger than the model's tile
             must be covered exactly by windows every ``tile - overlap`` px (see :func:`canvas_windows`).
         num_inference_steps
-            Scheduler steps.
+            Scheduler steps; default the model's (20, or the student's few for ``quality="fast"``).
         generator
             Draws the initial noise when ``latents`` is None (on the CPU, so a seed gives the same image on CPU
             and GPU up to float noise) and the per-step noise of ancestral samplers (``ddpm``).
@@ -204,11 +209,18 @@ class GeodiffPipeline:
             ``progress(fraction, message)`` callback.
         known
             Inpainting: latents to keep outside a mask (see :class:`KnownRegion`; ``geodiff change``).
+        step_noise
+            ``step_noise(i)``: the noise (shape of ``latents``) with which a consistency sampler (the fast
+            student's ``LCMScheduler``) re-noises its clean estimate after step ``i``; :mod:`geodiff.synth` keys
+            it by place like the initial noise. Drawn with ``generator`` for the whole batch when None.
 
         Returns
         -------
         GeodiffPipelineOutput
         """
+        model = self.model
+        if num_inference_steps is None:
+            num_inference_steps = model.default_steps
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise InvalidParameterError(
                 f"num_inference_steps must be at least 1, got {num_inference_steps!r}"
@@ -217,7 +229,6 @@ class GeodiffPipeline:
             raise InvalidParameterError(f"output_type must be np, pt or pil, got {output_type!r}")
         if batch_size < 1:
             raise InvalidParameterError(f"batch size must be >= 1, got {batch_size}")
-        model = self.model
         guidance = model.config.guidance(guidance_scale)
         if not guidance >= 1.0:
             raise InvalidParameterError(f"guidance scale must be >= 1 (1 = no guidance), got {guidance}")
@@ -242,7 +253,7 @@ class GeodiffPipeline:
             for bw in batches
         ]
         null = None
-        if guidance > 1.0:
+        if guidance > 1.0 and model.student is None:
             null = model.condition(torch.full((1, th, tw), IGNORE, dtype=torch.long))
         shape = (b, model.latent_channels, h // f, w // f)
         if latents is None:
@@ -269,7 +280,15 @@ class GeodiffPipeline:
                     self._crop(weight, v, th, tw, f)[0] += w_lat
                 done += 1
                 report(progress, done / total, f"denoising step {i + 1}/{len(steps)}")
-            x = sched.step(eps / weight, t, x, generator=generator).prev_sample
+            # a throwaway generator when the caller gives the noise: the scheduler's own draw is not used
+            out = sched.step(
+                eps / weight, t, x, generator=torch.Generator() if step_noise is not None else generator
+            )
+            denoised = getattr(out, "denoised", None)
+            if denoised is not None and step_noise is not None and i + 1 < len(steps):
+                x = sched.add_noise(denoised, step_noise(i).to(x), steps[i + 1])
+            else:
+                x = out.prev_sample
             if known is not None:
                 x = known.keep(x, sched, steps[i + 1] if i + 1 < len(steps) else None)
         if not torch.isfinite(x).all():

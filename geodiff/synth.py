@@ -364,7 +364,8 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
 def _pipeline(model: GeodiffModel, sampler: str):
     from geodiff.pipeline import GeodiffPipeline
 
-    return GeodiffPipeline(model, model.make_scheduler(sampler))
+    # "dpm" is the default sampler: a fast (distilled) model's default is its student's own
+    return GeodiffPipeline(model, model.make_scheduler(None if sampler == "dpm" else sampler))
 
 
 def _canvas_generator(seed: int, key: str, row: int, col: int) -> torch.Generator:
@@ -374,6 +375,11 @@ def _canvas_generator(seed: int, key: str, row: int, col: int) -> torch.Generato
     from geodiff.noise import block_seed
 
     return torch.Generator().manual_seed(block_seed(seed, key + "|steps", row, col))
+
+
+def _step_noise(seed: int, key: str, row: int, col: int, height: int, width: int, channels: int):  # noqa: ANN202
+    """A consistency sampler's (the fast student's) re-noising after step i, keyed by place like the initial noise."""
+    return lambda i: location_noise(seed, f"{key}|step{i}", row, col, height, width, channels).unsqueeze(0)
 
 
 def denoise_canvas(
@@ -387,6 +393,7 @@ def denoise_canvas(
     guidance_scale: float | None = None,
     generator: torch.Generator | None = None,
     progress: ProgressCallback | None = None,
+    step_noise: Callable[[int], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Denoise one canvas (covered exactly by windows) and decode it: (H, W, 3) float32 RGB in [0, 1]."""
     out = _pipeline(model, sampler)(
@@ -399,6 +406,7 @@ def denoise_canvas(
         generator=generator,
         output_type="pt",
         progress=progress,
+        step_noise=step_noise,
     )
     return out.images[0].add(1).mul(0.5).permute(1, 2, 0).numpy()
 
@@ -446,6 +454,9 @@ def synthesize_map(
         guidance_scale,
         _canvas_generator(seed, place, lat_r, lat_c),
         progress,
+        _step_noise(
+            seed, place, lat_r, lat_c, layout.height // f, layout.width // f, model_obj.latent_channels
+        ),
     )
     return _to_uint8(rgb[top : top + h, left : left + w])
 
@@ -526,6 +537,7 @@ def compute_strip(
     rgb = denoise_canvas(
         model, class_map, noise, plan.steps, plan.sampler, plan.batch_size, lay.overlap, plan.guidance_scale,
         _canvas_generator(plan.seed, key, lat_r, lat_c), progress,
+        _step_noise(plan.seed, key, lat_r, lat_c, height // f, lay.width // f, model.latent_channels),
     )  # fmt: skip
     tail = rgb[keep:] if keep < height else None
     if head > keep:

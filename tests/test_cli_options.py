@@ -58,6 +58,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
     import geodiff.rasterize
     import geodiff.synth
     import geodiff.train.dataset
+    import geodiff.train.distill
     import geodiff.train.loops
     import geodiff.train.surgery.finalize
     import geodiff.train.surgery.mix
@@ -100,6 +101,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Any]:
         (geodiff.evaluate.report, "report_transaction"): SimpleNamespace(),
         (geodiff.train.loops, "train_autoencoder"): vae,
         (geodiff.train.loops, "train_diffusion"): vae,
+        (geodiff.train.distill, "train_distill"): vae,
         (geodiff.train.surgery.mix, "mix_decoder_folders"): vae,
         (geodiff.train.surgery.finalize, "finalize_model"): {},
         (torch, "set_num_threads"): None,
@@ -155,6 +157,7 @@ def _baselines(f: dict[str, Path], tmp: Path) -> dict[tuple[str, ...], list[dict
         ],
         ("train", "autoencoder"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
         ("train", "diffusion"): [{"--config": REPO / "configs" / "cpu_default.toml"}],
+        ("train", "distill"): [{"--config": REPO / "configs" / "cpu_distill.toml"}],
         ("models",): [{}],
         ("change",): [{"--before": f["before"], "--out": tmp / "after.tif"}],
         # positional arguments: a key without a value

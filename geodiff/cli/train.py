@@ -1,4 +1,4 @@
-"""``geodiff train autoencoder|diffusion --config FILE``: train from a TOML config (see configs/)."""
+"""``geodiff train autoencoder|diffusion|distill --config FILE``: train from a TOML config (see configs/)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _load(config_path: Path, section: str, max_minutes: float | None, steps: int
 
 @click.group()
 def train() -> None:
-    """Train the autoencoder, then the map-conditioned diffusion model."""
+    """Train the autoencoder, then the map-conditioned diffusion model; distil a fast sampler from it."""
 
 
 def _stage(section: str, loop: str, doc: str, done: Callable[[Path], str]) -> click.Command:
@@ -59,12 +59,13 @@ def _stage(section: str, loop: str, doc: str, done: Callable[[Path], str]) -> cl
     def command(
         config_path: Path, resume: bool, max_minutes: float | None, steps: int | None, progress_mode: str
     ) -> None:
-        from geodiff.train import loops
+        import importlib
 
+        module, function = loop.split(":")
         cfg = _load(config_path, section, max_minutes, steps)
         progress = make_progress(progress_mode, section)
         try:
-            folder = getattr(loops, loop)(cfg, resume=resume, progress=progress)
+            folder = getattr(importlib.import_module(module), function)(cfg, resume=resume, progress=progress)
         finally:
             close_progress(progress)
         click.echo(done(folder))
@@ -75,13 +76,20 @@ def _stage(section: str, loop: str, doc: str, done: Callable[[Path], str]) -> cl
 
 _stage(
     "autoencoder",
-    "train_autoencoder",
+    "geodiff.train.loops:train_autoencoder",
     "Train the autoencoder; writes <run.dir>/autoencoder/{vae/, metrics.json, log.csv}.",
     lambda folder: f"autoencoder saved to {folder}\n{(folder.parent / 'metrics.json').read_text()}",
 )
 _stage(
     "diffusion",
-    "train_diffusion",
+    "geodiff.train.loops:train_diffusion",
     "Train the U-Net + map encoder on the trained autoencoder's latents; saves the model folder.",
     lambda folder: f"model saved to {folder}",
+)
+_stage(
+    "distill",
+    "geodiff.train.distill:train_distill",
+    "Distil [distill].teacher into a few-step student (guidance folded in); saves the teacher's model folder "
+    'with the student in student/ (load it with quality="fast").',
+    lambda folder: f"model with its fast student saved to {folder}",
 )

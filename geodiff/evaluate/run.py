@@ -45,6 +45,17 @@ def load_model(model_dir: str | os.PathLike[str] | None, device: str = "auto") -
     return _load(model_dir, device)
 
 
+def _tile_step_noise(first_seed: int, n: int, shape: tuple[int, ...]):  # noqa: ANN202
+    """A consistency sampler's re-noising (the fast student's), seeded per tile like its initial noise."""
+    from geodiff.noise import block_seed
+
+    def noise(i: int) -> torch.Tensor:
+        gens = [torch.Generator().manual_seed(block_seed(first_seed + j, "step", i, 0)) for j in range(n)]
+        return torch.stack([torch.randn(shape, generator=g) for g in gens])
+
+    return noise
+
+
 def synthesize_tiles(
     masks: np.ndarray,
     model: Any,
@@ -63,7 +74,7 @@ def synthesize_tiles(
     """
     from geodiff.pipeline import GeodiffPipeline
 
-    pipe = GeodiffPipeline(model, model.make_scheduler("dpm"))
+    pipe = GeodiffPipeline(model)  # the model's own sampler (a fast model's: its student's)
     n, tile = len(masks), masks.shape[-1]
     f = model.latent_factor
     shape = (model.latent_channels, tile // f, tile // f)
@@ -82,6 +93,7 @@ def synthesize_tiles(
             latents=noise,
             guidance_scale=guidance_scale,
             batch_size=batch_size,
+            step_noise=_tile_step_noise(seed + start, len(group), shape),
         ).images
         out += list(images)
         report(

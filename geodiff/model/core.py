@@ -31,6 +31,13 @@ from geodiff.errors import ModelError
 from geodiff.model.conditioning import Conditioning, MapConditioner
 from geodiff.model.config import ModelConfig
 from geodiff.model.folder import model_folder
+from geodiff.model.student import (
+    StudentInfo,
+    check_quality,
+    guidance_embedding,
+    load_student,
+    make_student_scheduler,
+)
 
 SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
 MAX_SHARD_SIZE = "15MB"
@@ -261,6 +268,9 @@ class GeodiffModel(nn.Module):
         self.map_encoder = map_encoder if map_encoder is not None else build_map_conditioner(config)
         self.unet = unet if unet is not None else build_unet(config, self.map_encoder.feat_channels)
         self.scheduler_config = dict(scheduler_config or build_scheduler_config(config))
+        self.student: StudentInfo | None = None
+        """Set when the U-Net is the distilled fast sampler (``quality="fast"``, :mod:`geodiff.model.student`)."""
+        self.student_scheduler_config: dict[str, Any] | None = None
 
     # -- properties -----------------------------------------------------------------------------------------
     @property
@@ -276,6 +286,25 @@ class GeodiffModel(nn.Module):
     def window_multiple(self) -> int:
         """Window sizes (pixels) must be multiples of this."""
         return self.latent_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def quality(self) -> str:
+        """``"fast"`` when the U-Net is the distilled student, else ``"full"``."""
+        return "full" if self.student is None else "fast"
+
+    @property
+    def default_steps(self) -> int:
+        """Sampling steps of the model's own sampler: 20 DPM-Solver++ steps, or the student's (e.g. 4)."""
+        return 20 if self.student is None else int(self.student.steps)
+
+    def use_student(
+        self, unet: UNet2DConditionModel, scheduler_config: dict[str, Any], info: StudentInfo
+    ) -> None:
+        """Sample with a distilled student U-Net from now on (the teacher's U-Net is dropped)."""
+        if unet.dtype != self.dtype:
+            unet = {torch.float16: unet.half, torch.bfloat16: unet.bfloat16}.get(self.dtype, unet.float)()
+        self.unet = unet.to(self.device)
+        self.student, self.student_scheduler_config = info, dict(scheduler_config)
 
     @property
     def device(self) -> torch.device:
@@ -321,9 +350,18 @@ class GeodiffModel(nn.Module):
         return cond.to(dtype=self.dtype)
 
     def predict_noise(
-        self, latents: torch.Tensor, t: torch.Tensor | int | float, cond: Conditioning
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor | int | float,
+        cond: Conditioning,
+        guidance_scale: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
-        """The U-Net output (epsilon, or v for ``prediction_type="v_prediction"``) for noisy ``latents`` at ``t``."""
+        """The U-Net output (epsilon, or v for ``prediction_type="v_prediction"``) for noisy ``latents`` at ``t``.
+
+        ``guidance_scale``: for a U-Net with a guidance embedding (the distilled student) the guided prediction
+        at that scale (a float or one per sample; default ``config.guidance_scale``); ignored by the teacher,
+        whose guidance needs two passes (:class:`geodiff.pipeline.GeodiffPipeline` combines them).
+        """
         cond = cond.expand(latents.shape[0])
         x = latents.to(self.dtype)
         if cond.concat is not None:
@@ -333,7 +371,13 @@ class GeodiffModel(nn.Module):
         t = t.to(x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        return self.unet(x, t, encoder_hidden_states=cond.context.to(x.dtype)).sample
+        t_cond = None
+        dim = self.unet.config.time_cond_proj_dim
+        if dim:
+            s = self.config.guidance(None) if guidance_scale is None else guidance_scale
+            s = torch.as_tensor(s, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+            t_cond = guidance_embedding(s, dim).to(x.dtype)
+        return self.unet(x, t, encoder_hidden_states=cond.context.to(x.dtype), timestep_cond=t_cond).sample
 
     def _scale_shift(self) -> tuple[float, float]:
         scale = float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
@@ -373,13 +417,15 @@ class GeodiffModel(nn.Module):
         img = self.vae.decode(latents.to(vdtype) / scale + shift).sample
         return img.clamp(-1, 1)
 
-    def make_scheduler(
-        self, kind: str = "dpm", **overrides: Any
-    ) -> DDPMScheduler | DPMSolverMultistepScheduler:
+    def make_scheduler(self, kind: str | None = None, **overrides: Any) -> Any:
         """A fresh diffusers scheduler from the saved config (same betas as training).
 
+        ``None``: the model's own sampler (``"dpm"``, or the student's DDIM for ``quality="fast"``);
         ``"dpm"``: DPM-Solver++ 2M (default sampler, ~20 steps); ``"ddpm"``: the 1000-step ancestral reference.
         """
+        if kind is None and self.student_scheduler_config is not None:
+            return make_student_scheduler({**self.student_scheduler_config, **overrides})
+        kind = kind or "dpm"
         if kind == "ddpm":
             return DDPMScheduler.from_config(self.scheduler_config, **overrides)
         if kind == "dpm":
@@ -403,6 +449,11 @@ class GeodiffModel(nn.Module):
         The folder is written beside the target and swapped in at the end, so a reader never sees half a model.
         Files in the old folder that are not model parts (a README.md model card, images) are kept.
         """
+        if self.student is not None:
+            raise ModelError(
+                "this model samples with its distilled student: save the teacher (load it with quality='full'); "
+                "the student is written by geodiff.model.student.save_student"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -455,14 +506,19 @@ class GeodiffModel(nn.Module):
         path_or_hub_id: str | os.PathLike[str],
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        quality: str = "full",
     ) -> GeodiffModel:
         """Load a model folder written by :meth:`save_pretrained` (or a hub id holding one).
+
+        ``quality="fast"`` samples with the folder's distilled student (``student/``, a few guided steps of one
+        U-Net pass each) instead of the teacher (:mod:`geodiff.model.student`).
 
         Raises
         ------
         geodiff.errors.ModelError
             When the folder is missing or incomplete (the message lists what is missing and how to get a model).
         """
+        check_quality(quality)
         root = model_folder(path_or_hub_id)
         cfg_path = root / "config.json"
         missing = [] if cfg_path.is_file() else ["config.json"]
@@ -509,6 +565,8 @@ class GeodiffModel(nn.Module):
             raise ModelError(f"cannot load the model in {root}: {exc}. {_HOW_TO_GET}") from exc
         model = cls(cfg, vae=vae, unet=unet, map_encoder=menc, scheduler_config=sched)
         model.name_or_path = str(path_or_hub_id)
+        if quality == "fast":
+            model.use_student(*load_student(root, dtype=load_dtype))
         model.eval().requires_grad_(False)
         if device is not None:
             model.to(device)

@@ -1,7 +1,7 @@
 """TOML training configs, validated with clear :class:`geodiff.errors.ConfigError` messages.
 
 A config has the sections ``[data]``, ``[model]`` (:class:`geodiff.model.ModelConfig` fields),
-``[autoencoder]``, ``[diffusion]`` and ``[run]``; every key is optional except ``data.path``.
+``[autoencoder]``, ``[diffusion]``, ``[distill]`` and ``[run]``; every key is optional except ``data.path``.
 """
 
 from __future__ import annotations
@@ -123,6 +123,37 @@ class DiffusionSection:
 
 
 @dataclass
+class DistillSection:
+    """Latent consistency distillation of a fast student from a trained model (:mod:`geodiff.train.distill`)."""
+
+    teacher: str = "geodiff-default"
+    """The model to distil (a folder, a name from ``geodiff models``, or a hub id); the output is a copy of
+    its folder with the student in ``student/``."""
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-5
+    warmup_steps: int = 20
+    max_minutes: float = 0.0
+    """As ``autoencoder.max_minutes``: the run's total, resumes included."""
+    export_every: int = 0
+    """Also write the output model folder every N steps (0 = only at the end)."""
+    grad_clip: float = 1.0
+    target_decay: float = 0.95
+    """EMA decay of the target network (LCM's choice); the target is the student that is exported."""
+    solver_steps: int = 50
+    """The teacher's DDIM grid: each distillation step is one teacher step of 1000/solver_steps timesteps."""
+    guidance_min: float = 1.5
+    guidance_max: float = 3.0
+    """Guidance scales drawn uniformly per sample; the teacher's guided prediction at that scale is the target."""
+    embed_dim: int = 64
+    """Size of the guidance-scale embedding (the U-Net's ``time_cond_proj_dim``)."""
+    huber_c: float = 0.001
+    """Pseudo-Huber loss constant (LCM's); 0 = MSE."""
+    sample_steps: int = 4
+    """The student's default sampling steps (recorded in ``student/student.json``)."""
+
+
+@dataclass
 class RunSection:
     dir: str = "runs/default"
     """Checkpoints, logs and the trained autoencoder go here."""
@@ -145,6 +176,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
     diffusion: DiffusionSection = field(default_factory=DiffusionSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     run: RunSection = field(default_factory=RunSection)
     source: str = ""
 
@@ -166,6 +198,7 @@ class TrainConfig:
             "model": self.model.to_dict(),
             "autoencoder": dataclasses.asdict(self.autoencoder),
             "diffusion": dataclasses.asdict(self.diffusion),
+            "distill": dataclasses.asdict(self.distill),
             "run": dataclasses.asdict(self.run),
         }
 
@@ -174,6 +207,7 @@ _SECTIONS = {
     "data": DataSection,
     "autoencoder": AutoencoderSection,
     "diffusion": DiffusionSection,
+    "distill": DistillSection,
     "run": RunSection,
 }
 
@@ -257,7 +291,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
     if unknown:
         raise ConfigError(
             f"{source}: unknown section(s) {', '.join(unknown)}; valid sections are data, model, autoencoder, "
-            "diffusion, run"
+            "diffusion, distill, run"
         )
     cfg = TrainConfig(source=source)
     if isinstance(data.get("autoencoder"), dict):
@@ -270,7 +304,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
             raise ConfigError(f"{source}: model must be a table ([model])")
         cfg.model = ModelConfig.from_dict(dict(data["model"]), where=f"{source}: model")
     for name in ("steps", "batch_size"):
-        for sec in ("autoencoder", "diffusion"):
+        for sec in ("autoencoder", "diffusion", "distill"):
             if getattr(getattr(cfg, sec), name) < (0 if name == "steps" else 1):
                 raise ConfigError(f"{source}: {sec}.{name} must be at least 1")
     if not cfg.diffusion.cond_drop < 1:
@@ -304,6 +338,13 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         )
     if cfg.autoencoder.disc_layers < 1 or cfg.autoencoder.disc_channels < 4:
         raise ConfigError(f"{source}: autoencoder.disc_layers must be >= 1 and disc_channels >= 4")
+    dist = cfg.distill
+    if not 1 <= dist.guidance_min <= dist.guidance_max:
+        raise ConfigError(f"{source}: distill needs 1 <= guidance_min <= guidance_max")
+    if not 0 <= dist.target_decay < 1 or dist.solver_steps < 2 or dist.embed_dim < 2 or dist.sample_steps < 1:
+        raise ConfigError(
+            f"{source}: distill.target_decay must be in [0, 1), solver_steps >= 2, embed_dim >= 2, sample_steps >= 1"
+        )
     if cfg.run.mixed_precision not in ("bf16", "no"):
         raise ConfigError(f"{source}: run.mixed_precision must be 'bf16' or 'no'")
     if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):
