@@ -471,7 +471,7 @@ def test_two_rasters_sharing_one_style_file_are_refused(tmp_path: Path, tiny_mod
 
 @pytest.fixture(scope="module")
 def mask_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_dataset import make_folder
+    from mask_folder import make_folder
 
     return make_folder(tmp_path_factory.mktemp("masks"), n=2, size=(140, 140))
 

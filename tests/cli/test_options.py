@@ -21,7 +21,7 @@ from pyproj import CRS
 
 from geodiff.cli import cli, main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 GRID = SimpleNamespace(width=2, height=2, resolution=1.0, crs=CRS.from_epsg(32632))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,10 @@ from geodiff.train.config import load_config, parse_config
 from geodiff.train.dataset import build_from_mask_folder
 from geodiff.train.distill import train_distill
 
-from mask_folder import make_folder  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_model import build_tiny_model, make_tiny_model  # noqa: E402
-from town import TOWN  # noqa: E402
-from town import TOWN_BBOX as TOWN_BOUNDS  # noqa: E402
+from mask_folder import make_folder
+from tiny_model import build_tiny_model, make_tiny_model
+from town import TOWN
+from town import TOWN_BBOX as TOWN_BOUNDS
 
 torch.set_num_threads(1)
 

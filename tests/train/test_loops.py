@@ -183,7 +183,7 @@ def test_bad_toml(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     for path in sorted([*root.glob("configs/*.toml"), *root.glob("experiments/configs/*.toml")]):
         load_config(path)
 

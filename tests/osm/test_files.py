@@ -33,7 +33,7 @@ from geodiff.osm.vector import DEFAULT_LINE_WIDTH_M, read_vector_features
 
 from town import TOWN, TOWN_BBOX, TOWN_COUNTS
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def counts(features: gpd.GeoDataFrame) -> dict[tuple[int, str], int]:
