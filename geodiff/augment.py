@@ -287,6 +287,7 @@ def generate_dataset(
     client: Any = None,
     threads_per_worker: int = 1,
     *,
+    quality: str | None = None,
     sampling: SamplingOptions | None = None,
     source: SourceOptions | None = None,
     cluster: ClusterOptions | None = None,
@@ -313,8 +314,8 @@ def generate_dataset(
         A :class:`~geodiff.model.GeodiffModel`, a model name or folder, or None for the default model.
     osm_path, vector_path, class_field, crs
         Map source and output CRS (default: UTM of each window), as for ``geodiff synth``.
-    steps, sampler, guidance_scale, device, batch_size
-        Sampling settings, as for :func:`geodiff.synth.plan_synthesis`.
+    steps, sampler, guidance_scale, device, batch_size, quality
+        Sampling settings, as for :func:`geodiff.synth.plan_synthesis` (``quality="fast"``: the distilled student).
     fmt
         ``"tif"`` (georeferenced GeoTIFF pairs) or ``"png"`` (plain PNG pairs).
     min_labeled
@@ -346,7 +347,7 @@ def generate_dataset(
     """
     sampling = options_from(
         SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
-        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size,
+        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size, quality=quality,
     )  # fmt: skip
     source = options_from(
         SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field
@@ -413,18 +414,27 @@ def _generate(
         raise InvalidParameterError(f"--seeds-per-window must be >= 1, got {seeds_per_window}")
     if not 0.0 <= min_labeled <= 1.0:
         raise InvalidParameterError(f"--min-labeled is a fraction in [0, 1], got {min_labeled}")
-    steps = check_request(sampling.steps, sampler, sampling.batch_size, seed, guidance_scale)
+    settings = get_settings()
+    ref = resolve_model(sampling.model, settings)
+    quality = ref.quality(sampling.quality)
+    steps = check_request(
+        sampling.steps,
+        sampler,
+        sampling.batch_size,
+        seed,
+        guidance_scale,
+        quality,
+        ref.default_steps(quality),
+    )
     if changes and client is not None:
         raise InvalidParameterError("--changes renders in this process: leave out --workers/--scheduler")
     check_dataset_output(out, overwrite)
 
-    settings = get_settings()
     dev = resolve_device(sampling.device)
-    ref = resolve_model(sampling.model, settings)
-    model_obj = ref.load(dev)
+    model_obj = ref.load(dev, quality)
     res, tile = model_obj.config.resolution_m, model_obj.config.tile_size
     # resolved once, for all the plans below
-    resolved = dataclasses.replace(sampling, model=ref, steps=steps, device=dev)
+    resolved = dataclasses.replace(sampling, model=ref, steps=steps, device=dev, quality=quality)
 
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -502,7 +512,8 @@ def _generate(
             {
                 "model": ref.name,
                 "steps": steps,
-                "sampler": sampler,
+                "sampler": plan.sampler if records else sampler,
+                "quality": quality,
                 "guidance_scale": plan.guidance_scale if records else guidance_scale,
                 "seeds_per_window": seeds_per_window,
                 "image_format": fmt,

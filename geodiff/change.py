@@ -246,7 +246,7 @@ def plan_change(
     plan = plan_synthesis(
         BBox(*grid.bounds, crs=grid.crs), out, mask_out=mask, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, model=ref, seed=seed, steps=steps, sampler=tags["SAMPLER"],
-        guidance_scale=guidance, device=device, batch_size=batch_size, crs=grid.crs.to_wkt(),
+        quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size, crs=grid.crs.to_wkt(),
         blend=tags.get("BLEND", "True") != "False", overwrite=overwrite, settings=settings,
     )  # fmt: skip
     if not _same_grid(plan.grid, grid):
@@ -479,7 +479,7 @@ def _compute_region(
 
     from geodiff.noise import location_noise, place_key
     from geodiff.pipeline import GeodiffPipeline, KnownRegion
-    from geodiff.synth import _canvas_generator
+    from geodiff.synth.canvas import _canvas_generator, _step_noise
 
     lay, f = plan.layout, model.latent_factor
     top, left = lay.rows[region.a], lay.cols[region.c]
@@ -516,6 +516,7 @@ def _compute_region(
             cmap, num_inference_steps=plan.steps, latents=noise, guidance_scale=plan.guidance_scale,
             overlap=lay.overlap, batch_size=plan.batch_size, output_type="pt", progress=sub,
             generator=_canvas_generator(plan.seed, key, lat_r, lat_c), known=KnownRegion(z0, mask, noise),
+            step_noise=_step_noise(plan.seed, key, lat_r, lat_c, s_h // f, width // f, model.latent_channels),
         )  # fmt: skip
         new = out.images[:, :, max(0, done - s_top) : keep]
         fin = slice(max(done, s_top), s_top + keep)
@@ -590,7 +591,7 @@ def inpaint_change(
     # the new pixels of every region, composited into BEFORE (kept only where the area is)
     patches: list[tuple[int, int, np.ndarray]] = []
     if regions:
-        model = model if model is not None else plan.model.load(plan.device)
+        model = model if model is not None else plan.model.load(plan.device, plan.quality)
         if on_event is not None:
             on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
         for i, region in enumerate(regions):

@@ -125,11 +125,11 @@ def worker_device(device: str) -> str:
 
 def _worker_model(plan: SynthPlan) -> Any:
     device = worker_device(plan.device)
-    key = (str(plan.model.path), device)
+    key = (str(plan.model.path), device, plan.quality)
     if plan.model.path is None:  # an in-memory model travelled with the plan
-        return plan.model.load(device)
+        return plan.model.load(device, plan.quality)
     if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = plan.model.load(device)
+        _WORKER_MODELS[key] = plan.model.load(device, plan.quality)
     return _WORKER_MODELS[key]
 
 
@@ -217,7 +217,7 @@ def plan_fingerprint(plan: SynthPlan, threads: int = 1) -> str:
             plan.layout.overlap,
         ],  # fmt: skip
         "strips": plan.strips,
-        "sampling": [plan.seed, plan.steps, plan.sampler, plan.guidance_scale, plan.blend],
+        "sampling": [plan.seed, plan.steps, plan.sampler, plan.quality, plan.guidance_scale, plan.blend],
         "arithmetic": [plan.batch_size, threads],
         "device_type": plan.device.split(":")[0],
         "model": [plan.model.name, plan.model.config.to_dict(), model_files],

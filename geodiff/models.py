@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from geodiff.errors import InvalidParameterError, ModelError
 from geodiff.model.folder import HOW_TO_GET_A_MODEL as _HOW
-from geodiff.model.folder import model_folder
+from geodiff.model.folder import STUDENT_INFO, model_folder, student_steps
 from geodiff.settings import DEFAULT_MODEL_NAME, SHIPPED_MODELS_DIR, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -96,22 +96,14 @@ class ModelRef:
         :mod:`geodiff.model.student`); None: ``"full"`` for a folder, an in-memory model's own.
         """
         from geodiff.model import GeodiffModel
-        from geodiff.model.student import check_quality
 
-        if quality is not None:
-            check_quality(quality)
         dev = resolve_device(device)
+        quality = self.quality(quality)
         if self.path is None:  # an in-memory model: move it; its quality is its own
             model = next(iter(self._loaded.values()))
-            if quality is not None and model.quality != quality:
-                raise ModelError(
-                    f"the in-memory model samples at quality {model.quality!r}, not {quality!r}: load its "
-                    "folder with the quality you want"
-                )
             if dev not in self._loaded:
                 self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
             return self._loaded[dev]
-        quality = quality or "full"
         key = dev if quality == "full" else f"{dev}|{quality}"
         if key not in self._loaded:
             self._loaded = {
@@ -120,6 +112,37 @@ class ModelRef:
                 )
             }
         return self._loaded[key]
+
+    def quality(self, quality: str | None = None) -> str:
+        """The quality a run samples at: ``quality``, or (``None``) an in-memory model's own, else ``"full"``.
+
+        ``"fast"`` needs the distilled student (checked here from the folder, before any weights load).
+        """
+        from geodiff.options import check_quality
+
+        own = next(iter(self._loaded.values())).quality if self.path is None else None
+        if quality is None:
+            return own or "full"
+        check_quality(quality)
+        if own is not None and own != quality:
+            raise ModelError(
+                f"the in-memory model samples at quality {own!r}, not {quality!r}: load its folder with the "
+                "quality you want"
+            )
+        if quality == "fast" and self.path is not None and student_steps(self.path) is None:
+            raise ModelError(
+                f"model {self.name} has no fast sampler (no {STUDENT_INFO.as_posix()} in {self.path}): use "
+                "--quality full, or distill one with `geodiff train distill --config configs/cpu_distill.toml`"
+            )
+        return quality
+
+    def default_steps(self, quality: str) -> int | None:
+        """Steps of the fast sampler when none are given (``None`` for ``"full"``: the sampler's default)."""
+        if quality != "fast":
+            return None
+        if self.path is None:
+            return next(iter(self._loaded.values())).default_steps
+        return student_steps(self.path)
 
     def info(self) -> dict[str, Any]:
         """Name, folder, resolution, classes and the measured metrics of a model folder (``geodiff models``)."""
@@ -135,6 +158,7 @@ class ModelRef:
             classes = self.path / "classes.json"
             if classes.is_file():
                 out["classes"] = [c["name"] for c in json.loads(classes.read_text())["classes"]]
+            out["qualities"] = ["full"] + (["fast"] if student_steps(self.path) is not None else [])
             metrics = self.path / "metrics.json"
             if metrics.is_file():
                 out["metrics"] = json.loads(metrics.read_text())

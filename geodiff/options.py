@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from geodiff.settings import Settings
 
 Sampler = Literal["dpm", "ddpm"]
+Quality = Literal["full", "fast"]
+QUALITIES: tuple[str, ...] = ("full", "fast")
+"""``full``: the teacher (20 DPM-Solver++ steps, two U-Net passes each with guidance); ``fast``: the model
+folder's distilled student (a few steps of one pass each, guidance folded in)."""
 
 WORKER_THREADS = 1
 """Torch threads per Dask worker process when none are given: several workers share the machine's cores."""
@@ -39,6 +43,8 @@ class SamplingOptions:
 
     ``model`` is a loaded :class:`~geodiff.model.GeodiffModel`, a :class:`~geodiff.models.ModelRef`, a name,
     a folder or a hub id (``None``: the default model); ``steps=None`` is the sampler's default.
+    ``quality="fast"`` samples with the model folder's distilled student (a few one-pass steps, guidance
+    folded in; :mod:`geodiff.model.student`) instead of ``sampler``.
     """
 
     model: Any = None
@@ -48,6 +54,18 @@ class SamplingOptions:
     sampler: Sampler = "dpm"
     guidance_scale: float | None = None
     batch_size: int = 8
+    quality: Quality | None = None
+    """``None``: ``"full"`` for a model folder, an in-memory model's own."""
+
+    def __post_init__(self) -> None:
+        if self.quality is not None:
+            check_quality(self.quality)
+
+
+def check_quality(quality: str) -> str:
+    if quality not in QUALITIES:
+        raise InvalidParameterError(f"quality must be 'full' or 'fast', got {quality!r}")
+    return quality
 
 
 @dataclass(frozen=True)

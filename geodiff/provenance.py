@@ -21,6 +21,7 @@ class Run(Protocol):
     seed: int
     steps: int
     sampler: str
+    quality: str
     guidance_scale: float
     blend: bool
     device: str
@@ -35,6 +36,7 @@ def run_tags(plan: Run) -> dict[str, str]:
         "SEED": plan.seed,
         "STEPS": plan.steps,
         "SAMPLER": plan.sampler,
+        "QUALITY": plan.quality,
         "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
         "BLEND": plan.blend,
         "DEVICE": plan.device,

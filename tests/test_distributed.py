@@ -17,7 +17,7 @@ from geodiff.io import read_raster
 from geodiff.settings import get_settings
 from geodiff.synth import plan_synthesis, synthesize
 
-from tiny_model import make_tiny_model
+from tiny_model import add_tiny_student, make_tiny_model
 from town import TOWN, TOWN_BBOX
 
 # small strips, so the town is several tasks
@@ -27,7 +27,8 @@ FAST = dict(osm_path=TOWN, steps=3, device="cpu", seed=5)
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+    # with a distilled student: the full runs use the teacher, --quality fast the student
+    return add_tiny_student(make_tiny_model(tmp_path_factory.mktemp("model") / "tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,11 @@ def _read(path: Path) -> np.ndarray:
     return read_raster(path)[0]
 
 
-def test_distributed_run_equals_single_process_bit_for_bit(tmp_path, tiny_model, client, one_thread):
-    single = synthesize(_plan(tmp_path / "single.tif", tiny_model), settings=SETTINGS)
-    plan = _plan(tmp_path / "dist.tif", tiny_model)
+@pytest.mark.parametrize("quality", ["full", "fast"])
+def test_distributed_run_equals_single_process_bit_for_bit(tmp_path, tiny_model, client, one_thread, quality):
+    single = synthesize(_plan(tmp_path / "single.tif", tiny_model, quality=quality), settings=SETTINGS)
+    plan = _plan(tmp_path / "dist.tif", tiny_model, quality=quality)
+    assert plan.quality == quality
     assert len(plan.strips) >= 3
     events = []
     fractions = []

@@ -73,6 +73,21 @@ def make_tiny_model(path: Path, seed: int = 0, **overrides: object) -> Path:
     return path
 
 
+def add_tiny_student(path: Path, steps: int = 2) -> Path:
+    """Give the model folder ``path`` a distilled fast sampler (``student/``, ``quality="fast"``) whose guidance
+    embedding matters (random, not the zero a fresh student starts with); returns ``path``."""
+    from geodiff.model.student import StudentInfo, make_student_unet, save_student
+
+    teacher = GeodiffModel.from_pretrained(path)
+    student = make_student_unet(teacher.unet, 8)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(student.time_embedding.cond_proj.weight, std=0.5)
+    save_student(
+        path, student, teacher.scheduler_config, StudentInfo(steps=steps, teacher="tiny"), half=False
+    )
+    return path
+
+
 def trained_looking_vae(seed: int = 0):
     """The TINY KL autoencoder with its norms and biases moved off their defaults (as training does), so a
     copy that ignored them, or mixed GroupNorm groups, would decode differently."""

@@ -14,6 +14,7 @@ from geodiff.cli.options import (
     model_option,
     overwrite_option,
     progress_option,
+    quality_option,
     seed_option,
     steps_option,
     threads_option,
@@ -51,7 +52,8 @@ from geodiff.options import use_threads
 @click.option(
     "--segnet-steps", type=int, default=600, show_default=True, help="Training steps for the seg net."
 )
-@steps_option("Denoising steps per tile.", default=20, show_default=True)
+@steps_option("Denoising steps per tile. Default: 20, or the student's (e.g. 4) with --quality fast.")
+@quality_option
 @click.option(
     "--limit", type=int, default=32, show_default=True, help="Held-out tiles to synthesize and compare."
 )
@@ -81,7 +83,8 @@ def evaluate(
     out_dir: Path,
     seg_net: Path | None,
     segnet_steps: int,
-    steps: int,
+    steps: int | None,
+    quality: str,
     limit: int,
     seed: int,
     guidance_scale: float | None,
@@ -129,6 +132,7 @@ def evaluate(
             guidance_scale=guidance_scale,
             progress=progress,
             tx=tx,
+            quality=quality,
         )
     finally:
         close_progress(progress)

@@ -40,6 +40,8 @@ def models(as_json: bool) -> None:
             f"  {info['resolution_m']:g} m/px, {info['tile_size']} px windows, {info['conditioning']}, "
             f"guidance {info['guidance_scale']:g}"
         )
+        if info.get("qualities"):
+            click.echo("  qualities (--quality): " + ", ".join(info["qualities"]))
         if info.get("classes"):
             click.echo("  classes: " + ", ".join(info["classes"]))
         for key, value in (info.get("metrics") or {}).items():

@@ -38,11 +38,13 @@ from geodiff.models import resolve_device
 from geodiff.progress import ProgressCallback, report, scaled
 
 
-def load_model(model_dir: str | os.PathLike[str] | None, device: str = "auto") -> Any:
-    """Load a :class:`geodiff.model.GeodiffModel` (default: the default model) on ``device``."""
+def load_model(
+    model_dir: str | os.PathLike[str] | None, device: str = "auto", quality: str | None = None
+) -> Any:
+    """Load a :class:`geodiff.model.GeodiffModel` (default: the default model) on ``device`` at ``quality``."""
     from geodiff.models import load_model as _load
 
-    return _load(model_dir, device)
+    return _load(model_dir, device, quality)
 
 
 def _tile_step_noise(first_seed: int, n: int, shape: tuple[int, ...]):  # noqa: ANN202
@@ -185,7 +187,7 @@ def evaluate_model(
     model_dir: str | os.PathLike[str] | None,
     out_dir: str | os.PathLike[str],
     seg_net: str | os.PathLike[str] | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     limit: int = 32,
     seed: int = 0,
     device: str = "auto",
@@ -197,6 +199,7 @@ def evaluate_model(
     guidance_scale: float | None = None,
     progress: ProgressCallback | None = None,
     tx: Any = None,
+    quality: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the report folder; returns the report dict.
 
@@ -210,8 +213,9 @@ def evaluate_model(
         Report folder (created).
     seg_net
         A saved segmentation net; trained on the dataset's training split (and saved to ``out_dir/segnet``) if None.
-    steps, seed, device, guidance_scale
-        Sampling settings; tile ``i`` is sampled with seed ``seed + i``; guidance defaults to the model's.
+    steps, seed, device, guidance_scale, quality
+        Sampling settings; tile ``i`` is sampled with seed ``seed + i``; steps and guidance default to the
+        model's (20 DPM-Solver++ steps, or the student's few for ``quality="fast"``, the distilled sampler).
     limit
         Number of held-out tiles to synthesize and compare.
     segnet_steps
@@ -235,7 +239,8 @@ def evaluate_model(
     out = Path(out_dir)
     tx = tx if tx is not None else report_transaction(out, overwrite=True)
     with tx:  # every file of the folder published together, at the end
-        model = model if model is not None else load_model(model_dir, device)
+        model = model if model is not None else load_model(model_dir, device, quality)
+        steps = steps if steps is not None else model.default_steps
         tile = int(model.config.tile_size)
         splits = load_splits(data, tile=tile, colors=colors)
         train, test = splits["train"], splits["test"]
@@ -320,6 +325,7 @@ def evaluate_model(
             "data": str(data),
             "seg_net": str(seg_path),
             "steps": steps,
+            "quality": model.quality,
             "guidance_scale": model.config.guidance(guidance_scale),
             "seed": seed,
             "n_eval_tiles": len(ev),
@@ -339,7 +345,7 @@ def evaluate_model(
 
 
 def check_evaluation(
-    steps: int, limit: int, seed: int, segnet_steps: int, seam_size: int, colors: str | None = None
+    steps: int | None, limit: int, seed: int, segnet_steps: int, seam_size: int, colors: str | None = None
 ) -> None:
     """Refuse unusable evaluation settings before any work."""
     from geodiff.errors import DataError
@@ -350,7 +356,7 @@ def check_evaluation(
             get_table(colors)
         except DataError as exc:
             raise InvalidParameterError(f"--mask-colors: {exc}") from None
-    if steps < 1 or limit < 2:
+    if (steps is not None and steps < 1) or limit < 2:
         raise InvalidParameterError("steps must be >= 1 and limit >= 2 (KID needs at least two tiles)")
     if not 0 <= seed < 2**32:
         raise InvalidParameterError(f"--seed must be in [0, 2**32), got {seed}")

@@ -33,11 +33,11 @@ from geodiff.model.config import ModelConfig
 from geodiff.model.folder import model_folder
 from geodiff.model.student import (
     StudentInfo,
-    check_quality,
     guidance_embedding,
     load_student,
     make_student_scheduler,
 )
+from geodiff.options import check_quality
 
 SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
 MAX_SHARD_SIZE = "15MB"
@@ -420,11 +420,19 @@ class GeodiffModel(nn.Module):
     def make_scheduler(self, kind: str | None = None, **overrides: Any) -> Any:
         """A fresh diffusers scheduler from the saved config (same betas as training).
 
-        ``None``: the model's own sampler (``"dpm"``, or the student's DDIM for ``quality="fast"``);
-        ``"dpm"``: DPM-Solver++ 2M (default sampler, ~20 steps); ``"ddpm"``: the 1000-step ancestral reference.
+        ``None``: the model's own sampler (``"dpm"``, or ``"lcm"`` for ``quality="fast"``);
+        ``"dpm"``: DPM-Solver++ 2M (default sampler, ~20 steps); ``"ddpm"``: the 1000-step ancestral reference;
+        ``"lcm"``: the distilled student's few-step sampler (only with the student loaded).
         """
-        if kind is None and self.student_scheduler_config is not None:
+        if self.student_scheduler_config is not None:
+            if kind not in (None, "lcm"):  # the teacher's samplers on the student would sample garbage
+                raise ModelError(
+                    f"sampler {kind!r} is the full model's; this model samples with its distilled student: "
+                    "load it with quality='full' to use it"
+                )
             return make_student_scheduler({**self.student_scheduler_config, **overrides})
+        if kind == "lcm":
+            raise ModelError("sampler 'lcm' is the fast student's: load the model with quality='fast'")
         kind = kind or "dpm"
         if kind == "ddpm":
             return DDPMScheduler.from_config(self.scheduler_config, **overrides)

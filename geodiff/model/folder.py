@@ -17,6 +17,23 @@ HOW_TO_GET_A_MODEL = (
     "list the installed models with `geodiff models`, pass --model DIR (a folder written by "
     "`geodiff train diffusion`), or set GEODIFF_MODEL_DIR"
 )
+STUDENT_INFO = Path("student") / "student.json"
+"""A folder's distilled fast sampler (``quality="fast"``) is in ``student/``; this file says it is complete."""
+
+
+def student_steps(root: Path) -> int | None:
+    """The default steps of the fast sampler in the model folder ``root`` (None: it has none). No torch."""
+    import json
+
+    info = root / STUDENT_INFO
+    if not info.is_file():
+        return None
+    try:
+        return int(json.loads(info.read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(
+            f"{info} is not a valid fast-sampler record ({exc}): re-distill the student"
+        ) from exc
 
 
 def is_hub_id(text: str) -> bool:

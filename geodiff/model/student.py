@@ -32,9 +32,9 @@ import torch
 from diffusers import DDIMScheduler, LCMScheduler, UNet2DConditionModel
 
 from geodiff.errors import ModelError
+from geodiff.model.folder import STUDENT_INFO
 
-STUDENT_DIR = "student"
-QUALITIES = ("full", "fast")
+STUDENT_DIR = STUDENT_INFO.parent.name
 
 
 @dataclass
@@ -110,13 +110,7 @@ def make_student_scheduler(
 
 
 def has_student(root: str | Path) -> bool:
-    return (Path(root) / STUDENT_DIR / "student.json").is_file()
-
-
-def check_quality(quality: str) -> str:
-    if quality not in QUALITIES:
-        raise ModelError(f"quality must be 'full' or 'fast', got {quality!r}")
-    return quality
+    return (Path(root) / STUDENT_INFO).is_file()
 
 
 def save_student(
@@ -138,7 +132,7 @@ def save_student(
             tmp / "unet", safe_serialization=True, max_shard_size="15MB"
         )
         make_student_scheduler(scheduler_config, sampler).save_pretrained(tmp / "scheduler")
-        (tmp / "student.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
+        (tmp / STUDENT_INFO.name).write_text(json.dumps(asdict(info), indent=2) + "\n")
         if dest.exists():
             old = root / f".{STUDENT_DIR}.old-{uuid.uuid4().hex[:8]}"
             dest.rename(old)
@@ -161,11 +155,11 @@ def load_student(
     folder = Path(root) / STUDENT_DIR
     if not has_student(root):
         raise ModelError(
-            f"{root} has no fast sampler (no {STUDENT_DIR}/student.json): use quality='full', or distill one "
+            f"{root} has no fast sampler (no {STUDENT_INFO.as_posix()}): use quality='full', or distill one "
             "with `geodiff train distill --config configs/cpu_distill.toml`"
         )
     try:
-        info = StudentInfo.from_dict(json.loads((folder / "student.json").read_text()))
+        info = StudentInfo.from_dict(json.loads((folder / STUDENT_INFO.name).read_text()))
         with _quiet_loading():
             unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **_LOAD)
         sched = dict(LCMScheduler.load_config(folder, subfolder="scheduler"))

@@ -15,7 +15,7 @@ from geodiff.models import resolve_device, resolve_model
 from geodiff.noise import location_noise
 from geodiff.options import Sampler
 from geodiff.progress import ProgressCallback
-from geodiff.synth.plan import check_request, window_overlap
+from geodiff.synth.plan import FAST_SAMPLER, check_request, window_overlap
 from geodiff.tiling import layout_for
 
 if TYPE_CHECKING:
@@ -91,15 +91,23 @@ def synthesize_map(
     origin: tuple[int, int] = (0, 0),
     place: str = "local",
     progress: ProgressCallback | None = None,
+    quality: str | None = None,
 ) -> np.ndarray:
     """Synthesize an (H, W, 3) uint8 image for an in-memory (H, W) class map (no georeferencing).
 
     The map is padded by edge replication to whole windows. ``origin`` (global pixel row, col) and ``place``
     (the noise key, e.g. ``"EPSG:32632"``) put it on the world's noise lattice: two calls with maps at the same
-    place and origin and the same seed start from the same noise.
+    place and origin and the same seed start from the same noise. ``quality="fast"``: the model folder's
+    distilled student (see :func:`geodiff.synth.plan_synthesis`).
     """
-    steps = check_request(steps, sampler, batch_size, seed, guidance_scale)
-    model_obj = resolve_model(model).load(resolve_device(device))
+    ref = resolve_model(model)
+    quality = ref.quality(quality)
+    steps = check_request(
+        steps, sampler, batch_size, seed, guidance_scale, quality, ref.default_steps(quality)
+    )
+    model_obj = ref.load(resolve_device(device), quality)
+    if quality == "fast":
+        sampler = FAST_SAMPLER  # type: ignore[assignment]
     tile, f = model_obj.config.tile_size, model_obj.latent_factor
     overlap = window_overlap(tile, f, blend)
     h, w = class_map.shape

@@ -19,7 +19,6 @@ def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
     b = min(plan.batch_size, plan.windows)
     maps = torch.zeros(b, tile, tile, dtype=torch.long, device=model.device)
     lat = torch.randn(b, model.latent_channels, tile // f, tile // f, device=model.device, dtype=model.dtype)
-    guided = 2 if plan.guidance_scale > 1 else 1
     with torch.inference_mode():
         cond = model.condition(maps)
         t = torch.full((b,), 500, device=model.device, dtype=torch.long)
@@ -34,7 +33,7 @@ def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
         _sync(model.device)
         t_dec = time.perf_counter() - t0
     batches = math.ceil(plan.windows / b)
-    return batches * (plan.steps * t_step * guided + t_dec)
+    return batches * (plan.unet_passes * t_step + t_dec)
 
 
 def _sync(device: Any) -> None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 SAMPLERS: tuple[str, ...] = ("dpm", "ddpm")
 DEFAULT_STEPS = {"dpm": 20, "ddpm": 1000}
 """Steps when none are given: DPM-Solver++ 2M converges in ~20; DDPM is the 1000-step ancestral reference."""
+FAST_SAMPLER = "lcm"
+"""The sampler of ``quality="fast"``: the distilled student's few consistency steps (its steps: the student's)."""
 
 
 MapSource = SourceOptions  # the older name of the same value
@@ -55,6 +57,13 @@ class SynthPlan:
     overwrite: bool = False
     cog: bool = False
     seconds_estimate: float | None = None
+    quality: str = "full"
+
+    @property
+    def unet_passes(self) -> int:
+        """U-Net passes per window: one per step, two with classifier-free guidance unless it is folded in."""
+        guided = self.guidance_scale > 1 and self.quality == "full"
+        return self.steps * (2 if guided else 1)
 
     @property
     def windows(self) -> int:
@@ -89,7 +98,8 @@ class SynthPlan:
             f"grid: {g.width} x {g.height} px at {g.resolution:g} m/px in {g.crs.to_string()} ({area_km2:.3f} km^2)",
             f"windows: {self.windows} of {self.layout.tile} px ({len(self.layout.rows)} rows x "
             f"{len(self.layout.cols)} cols, {self.layout.overlap} px overlap) in {len(self.strips)} strip(s)",
-            f"sampler: {self.sampler}, {self.steps} steps{guidance}, batch {self.batch_size}, device {self.device}",
+            f"sampler: {self.sampler} ({self.quality} quality), {self.steps} steps{guidance} = "
+            f"{self.unet_passes} U-Net passes per window, batch {self.batch_size}, device {self.device}",
             f"model: {self.model.name}",
         ]
         if self.outputs:
@@ -111,6 +121,8 @@ class SynthPlan:
             "strips": len(self.strips),
             "steps": self.steps,
             "sampler": self.sampler,
+            "quality": self.quality,
+            "unet_passes": self.unet_passes,
             "guidance_scale": self.guidance_scale,
             "device": self.device,
             "model": self.model.name,
@@ -138,10 +150,25 @@ def global_origin(grid: Grid) -> tuple[int, int]:
 
 
 def check_request(
-    steps: int | None, sampler: str, batch_size: int, seed: int, guidance_scale: float | None
+    steps: int | None,
+    sampler: str,
+    batch_size: int,
+    seed: int,
+    guidance_scale: float | None,
+    quality: str = "full",
+    fast_steps: int | None = None,
 ) -> int:
-    """Validate sampling settings; returns the step count (the sampler's default when ``steps`` is None)."""
-    if sampler not in SAMPLERS:
+    """Validate sampling settings; returns the step count (when ``steps`` is None: the sampler's default, or
+    ``fast_steps``, the student's, for ``quality="fast"``)."""
+    if quality == "fast":
+        if sampler not in ("dpm", FAST_SAMPLER):  # "dpm" is the default: the user named no sampler
+            raise InvalidParameterError(
+                f"sampler {sampler!r} belongs to the full model; the fast quality samples with its distilled "
+                "student: leave the sampler out, or use quality full"
+            )
+        if steps is None:
+            steps = fast_steps or 4
+    elif sampler not in SAMPLERS:
         raise InvalidParameterError(f"unknown sampler {sampler!r}: use {' or '.join(SAMPLERS)}")
     if steps is None:
         steps = DEFAULT_STEPS[sampler]
@@ -194,6 +221,7 @@ def plan_synthesis(
     guidance_scale: float | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    quality: str | None = None,
     resolution: float | None = None,
     crs: str | None = None,
     blend: bool = True,
@@ -224,6 +252,9 @@ def plan_synthesis(
     seed, steps, sampler, guidance_scale
         Sampling: same seed + place = same pixels; steps default to 20 (``dpm``) or 1000 (``ddpm``);
         guidance defaults to the model's.
+    quality
+        ``"full"`` (default for a model folder) or ``"fast"``: the folder's distilled student, a few steps of one
+        U-Net pass each (steps default to the student's; ``sampler`` must be left out).
     device, batch_size
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; windows per U-Net call.
     resolution
@@ -259,7 +290,7 @@ def plan_synthesis(
 
     sampling = options_from(
         SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
-        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size,
+        sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size, quality=quality,
     )  # fmt: skip
     source = options_from(
         SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field
@@ -270,11 +301,13 @@ def plan_synthesis(
     )  # fmt: skip
     settings = settings or get_settings()
     box = parse_bbox(bbox)
-    steps = check_request(
-        sampling.steps, sampling.sampler, sampling.batch_size, sampling.seed, sampling.guidance_scale
-    )
-    dev = resolve_device(sampling.device)
     ref = resolve_model(sampling.model, settings)
+    quality = ref.quality(sampling.quality)
+    steps = check_request(
+        sampling.steps, sampling.sampler, sampling.batch_size, sampling.seed, sampling.guidance_scale,
+        quality, ref.default_steps(quality),
+    )  # fmt: skip
+    dev = resolve_device(sampling.device)
     cfg = ref.config
     res = cfg.resolution_m
     if resolution is not None and not math.isclose(resolution, res, rel_tol=1e-6):
@@ -307,7 +340,7 @@ def plan_synthesis(
         ref,
         sampling.seed,
         steps,
-        sampling.sampler,
+        FAST_SAMPLER if quality == "fast" else sampling.sampler,
         guidance,
         dev,
         sampling.batch_size,
@@ -317,7 +350,8 @@ def plan_synthesis(
         mask,
         output.overwrite,
         cog=bool(cog) if cog is not None else grid.width * grid.height > settings.cog_min_pixels,
+        quality=quality,
     )
     if estimate:
-        plan.seconds_estimate = estimate_seconds(ref.load(dev), plan)
+        plan.seconds_estimate = estimate_seconds(ref.load(dev, quality), plan)
     return plan

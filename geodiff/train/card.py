@@ -38,6 +38,22 @@ def read_training_record(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _student_rows(folder: Path) -> list[str]:
+    """The card's line on the distilled fast sampler (``--quality fast``) when the folder has one."""
+    from geodiff.model.folder import STUDENT_INFO
+
+    path = folder / STUDENT_INFO
+    if not path.is_file():
+        return []
+    s = json.loads(path.read_text())
+    return [
+        f"| fast sampler (`--quality fast`) | `{STUDENT_INFO.parent}/`: a {s.get('method', '?').upper()}-distilled "
+        f"student U-Net, {s.get('steps', '?')} steps of one pass each, guidance {s.get('guidance_min', '?')}-"
+        f"{s.get('guidance_max', '?')} folded in; distilled from `{s.get('teacher', '?')}` for "
+        f"{s.get('train_steps', '?')} steps, {float(s.get('train_seconds', 0)) / 60:.0f} min |"
+    ]
+
+
 def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
     """Write ``folder/README.md`` from the model config, the dataset manifest and the recorded metrics, and
     ``folder/training.json`` from the training record in ``info`` (``TRAINING_KEYS``)."""
@@ -99,6 +115,7 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         f"| classifier-free guidance | default scale {cfg.guidance_scale:g}"
         + (" (trained with map dropout)" if cfg.guidance_scale > 1 else " (off)")
         + " |",
+        *_student_rows(folder),
         f"| training steps | {info.get('step', '?')} diffusion steps, {info.get('train_seconds', 0) / 60:.0f} min |",
         (
             f"| autoencoder PSNR / SSIM / sharpness (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} / "

@@ -234,7 +234,9 @@ def describe_plan(plan):
     """One line: what a synthesis will cost (grid, windows, estimated time), from geodiff's plan event."""
     text = (
         f"{plan.get('width')} x {plan.get('height')} px at {plan.get('resolution_m')} m/px in {plan.get('crs')}, "
-        f"{plan.get('windows')} windows of the model, {plan.get('steps')} steps on {plan.get('device')}"
+        f"{plan.get('windows')} windows of the model, {plan.get('steps')} steps"
+        + (f" ({plan['quality']} quality)" if plan.get("quality") else "")
+        + f" on {plan.get('device')}"
     )
     seconds = plan.get("seconds_estimate")
     if seconds is not None:

@@ -149,6 +149,7 @@ def main():
         "--format",
         "--threads",
         "--guidance-scale",
+        "--quality",
         "--before",
         "--edits",
         "--map",
@@ -173,7 +174,7 @@ def main():
     if args.command == "synth":  # the plan is the first event of a real run, as geodiff sends it
         windows = int(os.environ.get("FAKE_GEODIFF_WINDOWS", "4"))
         emit(event="plan", width=157, height=159, resolution_m=1.0, crs="EPSG:32635", windows=windows, steps=20,
-             device="cpu", seconds_estimate=5.0 * windows)  # fmt: skip
+             device="cpu", seconds_estimate=5.0 * windows, quality=args.quality)  # fmt: skip
     if mode == "planerror":
         sys.stderr.write("Error: --resolution 5 does not match the model's 1 m/px: leave --resolution out\n")
         return 2

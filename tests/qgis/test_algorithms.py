@@ -422,6 +422,10 @@ def test_sampling_options_threads_guidance_and_gpu(fake_geodiff, tmp_path):
     run("geodiff:synthesize", params)
     args = cli_args(fake_geodiff)
     assert arg_value(args, "--threads") == str(max(1, os.cpu_count() - 1)) and "--guidance-scale" not in args
+    assert arg_value(args, "--quality") == "full"
+    (tmp_path / "a.tif").unlink()
+    run("geodiff:synthesize", {**params, "QUALITY": "fast"})  # by name, as saved models and scripts give it
+    assert arg_value(cli_args(fake_geodiff), "--quality") == "fast"
     (tmp_path / "a.tif").unlink()
     cuda1 = SamplingParameters.DEVICES.index("cuda:1")
     assert SamplingParameters.DEVICES[:3] == ["auto", "cpu", "cuda"]  # saved indices keep their meaning
@@ -512,7 +516,7 @@ def test_augment_over_an_extent_and_over_polygons(fake_geodiff, tmp_path):
     assert (
         results["MANIFEST"] == str(tmp_path / "aug" / "manifest.json") and Path(results["MANIFEST"]).is_file()
     )
-    assert "3 tiles x 2 samples: 6 windows of the model, estimated 30 s" in feedback.textLog()
+    assert "3 tiles x 2 samples: 6 windows of the model (full quality), estimated 30 s" in feedback.textLog()
     assert results["IMAGES"] is None and "PNG tiles carry no georeference" in feedback.textLog()
 
     # polygons: no Area needed
@@ -529,6 +533,22 @@ def test_augment_needs_an_area_or_polygons_and_a_real_folder(fake_geodiff, tmp_p
                                          "OUTPUT_FOLDER": "TEMPORARY_OUTPUT"})  # fmt: skip
     assert "Choose a Dataset folder" in text
     assert not fake_geodiff.args_file.exists()
+
+
+def test_augment_cost_line_follows_the_quality(fake_geodiff, tmp_path):
+    from geodiff_qgis.algorithms.base import CPU_SECONDS_PER_WINDOW, CPU_SECONDS_PER_WINDOW_FAST
+
+    lines = {}
+    for quality in ("full", "fast"):
+        feedback = RecordingFeedback()
+        params = {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 10, "QUALITY": quality,
+                  "OUTPUT_FOLDER": str(tmp_path / quality)}  # fmt: skip
+        run("geodiff:augment", params, feedback)
+        lines[quality] = next(m for m in feedback.textLog().splitlines() if "windows of the model" in m)
+        assert f"({quality} quality)" in lines[quality]
+        assert arg_value(cli_args(fake_geodiff), "--quality") == quality
+    assert f"estimated {10 * CPU_SECONDS_PER_WINDOW:.0f} s" in lines["full"]
+    assert f"estimated {10 * CPU_SECONDS_PER_WINDOW_FAST:.0f} s" in lines["fast"]
 
 
 def test_augment_above_the_limit_is_refused_before_geodiff_runs(fake_geodiff, tmp_path):

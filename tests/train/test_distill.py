@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from geodiff.cli import main
-from geodiff.errors import ConfigError, ModelError
+from geodiff.errors import ConfigError, InvalidParameterError, ModelError
 from geodiff.io import read_raster
 from geodiff.model import GeodiffModel
-from geodiff.model.student import StudentInfo, make_student_scheduler, make_student_unet, save_student
+from geodiff.model.student import make_student_scheduler, make_student_unet
 from geodiff.models import load_model
 from geodiff.pipeline import GeodiffPipeline
 from geodiff.synth import synthesize
@@ -23,7 +23,7 @@ from geodiff.train.dataset import build_from_mask_folder
 from geodiff.train.distill import train_distill
 
 from mask_folder import make_folder
-from tiny_model import build_tiny_model, make_tiny_model
+from tiny_model import add_tiny_student, build_tiny_model, make_tiny_model
 from town import TOWN
 from town import TOWN_BBOX as TOWN_BOUNDS
 
@@ -64,12 +64,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fast_model(tmp_path_factory: pytest.TempPathFactory) -> GeodiffModel:
     """The tiny model with a student whose guidance embedding matters (random, not zero)."""
-    path = make_tiny_model(tmp_path_factory.mktemp("fast") / "tiny")
-    teacher = GeodiffModel.from_pretrained(path)
-    student = make_student_unet(teacher.unet, 8)
-    torch.manual_seed(1)
-    torch.nn.init.normal_(student.time_embedding.cond_proj.weight, std=0.5)
-    save_student(path, student, teacher.scheduler_config, StudentInfo(steps=2), half=False)
+    path = add_tiny_student(make_tiny_model(tmp_path_factory.mktemp("fast") / "tiny"))
     return GeodiffModel.from_pretrained(path, quality="fast")
 
 
@@ -182,7 +177,7 @@ def test_distill_config_is_checked() -> None:
         parse_config({"data": {"path": "x"}, "distill": {"guidance_min": 3.0, "guidance_max": 2.0}})
     with pytest.raises(ConfigError, match="unknown key"):
         parse_config({"data": {"path": "x"}, "distill": {"teachr": "a"}})
-    with pytest.raises(ModelError, match="quality"):
+    with pytest.raises(InvalidParameterError, match="quality must be 'full' or 'fast'"):
         load_model(None, device="cpu", quality="fastest")
 
 

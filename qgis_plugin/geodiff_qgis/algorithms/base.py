@@ -34,6 +34,9 @@ PLUGIN_DIR = Path(__file__).resolve().parent.parent
 HELP_PAGE = PLUGIN_DIR / "help" / "index.html"
 # Measured, not guessed: bench/results/cpu.md and the model card (2 CPU threads, 20 DPM-Solver++ steps).
 CPU_SECONDS_PER_WINDOW = 5
+# Quality 'fast' (the distilled student, 4 one-pass steps instead of 20 two-pass ones): 8.5x less in the same
+# run (bench/results/distill_pilot/README.md).
+CPU_SECONDS_PER_WINDOW_FAST = 0.6
 MIN_RESOLUTION = 0.05  # metres per pixel: finer than any aerial model; keeps the dialog's spin box above 0
 
 # The CLI's option names in its messages, said in terms of this dialog's parameters.
@@ -47,6 +50,8 @@ CLI_TERMS = {
     "--vector": "'Vector layer with classes'",
     "--crs": "'Output CRS'",
     "--steps": "'Denoising steps'",
+    "--quality": "'Quality'",
+    "--sampler": "the sampler",
     "--seed": "'Random seed'",
     "--device cpu": "'Device' = cpu",
     "--guidance-scale": "'Guidance scale'",
