@@ -21,6 +21,7 @@ with the rows the previous strip finished as known content.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
     from geodiff.model import GeodiffModel
+    from geodiff.options import ClusterOptions
     from geodiff.synth import SynthPlan
 
 DEFAULT_MARGIN_M = 8.0
@@ -463,15 +465,45 @@ def _region_strips(plan: SynthPlan, region: Region, settings: Settings) -> list[
     return [(region.a + s, region.a + e) for s, e in split_rows(region.b - region.a + 1, per)]
 
 
-def _compute_region(
+@dataclass
+class RegionInputs:
+    """What inpainting one region reads, as arrays over the region's canvas box (they travel to Dask workers):
+    BEFORE's pixels (edge-replicated past its grid), the after class map, and the new image's weight
+    (alpha inside the bbox, 1 outside it: no BEFORE there, generated freely)."""
+
+    region: Region
+    top: int
+    left: int
+    before: np.ndarray  # (h, w, 3) uint8
+    after: np.ndarray  # (h, w) class ids
+    alpha: np.ndarray  # (h, w) float32
+
+
+def region_inputs(
     plan: SynthPlan,
-    before_reader: Callable[[int, int, int, int], np.ndarray],
-    model: GeodiffModel,
     region: Region,
+    before_reader: Callable[[int, int, int, int], np.ndarray],
     after_map: Callable[[int, int, int, int], np.ndarray],
     alpha_canvas: Callable[[int, int, int, int], np.ndarray],
+) -> RegionInputs:
+    lay = plan.layout
+    top, left = lay.rows[region.a], lay.cols[region.c]
+    height = lay.rows[region.b] + lay.tile - top
+    width = lay.cols[region.d] + lay.tile - left
+    g_row, g_col = global_origin(plan.grid)
+    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # the bbox grid inside the canvas
+    return RegionInputs(
+        region, top, left, before_reader(top - off_r, left - off_c, height, width),
+        after_map(top, left, height, width), alpha_canvas(top, left, height, width),
+    )  # fmt: skip
+
+
+def compute_region(
+    plan: SynthPlan,
+    model: GeodiffModel,
+    inputs: RegionInputs,
     settings: Settings,
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[int, int, np.ndarray]:
     """Inpaint one region: returns ``(canvas row, canvas col, rgb uint8 (h, w, 3))`` of the region's canvas
     (BEFORE's pixels composited with the new ones by ``alpha``)."""
@@ -482,14 +514,9 @@ def _compute_region(
     from geodiff.synth.canvas import _canvas_generator, _step_noise
 
     lay, f = plan.layout, model.latent_factor
-    top, left = lay.rows[region.a], lay.cols[region.c]
-    height = lay.rows[region.b] + lay.tile - top
-    width = lay.cols[region.d] + lay.tile - left
-    g_row, g_col = global_origin(plan.grid)
-    off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col  # the bbox grid inside the canvas
-    before = before_reader(top - off_r, left - off_c, height, width)
-    # the new image's weight: alpha inside the bbox, 1 outside it (no BEFORE there: generated freely)
-    alpha = alpha_canvas(top, left, height, width)
+    region, top, left = inputs.region, inputs.top, inputs.left
+    before, alpha = inputs.before, inputs.alpha
+    width = before.shape[1]
     work = torch.from_numpy(before).float().div(127.5).sub(1).permute(2, 0, 1)[None]  # [1, 3, h, w]
     before_t = work.clone()
     alpha_t = torch.from_numpy(alpha)[None, None]
@@ -502,7 +529,7 @@ def _compute_region(
         s_h = lay.rows[stop - 1] + lay.tile - lay.rows[first]
         keep = s_h if s == len(strips) - 1 else lay.rows[stop - 1] - lay.rows[first]
         rows = slice(s_top, s_top + s_h)
-        cmap = after_map(top + s_top, left, s_h, width)
+        cmap = inputs.after[s_top : s_top + s_h]
         lat_r, lat_c = (lay.canvas_row + top + s_top) // f, (lay.canvas_col + left) // f
         noise = location_noise(plan.seed, key, lat_r, lat_c, s_h // f, width // f, model.latent_channels)[
             None
@@ -561,11 +588,14 @@ def inpaint_change(
     progress: ProgressCallback | None = None,
     on_event: Callable[..., None] | None = None,
     model: GeodiffModel | None = None,
+    client: Any = None,
+    threads: int = 1,
 ) -> Inpainted:
     """The core of a change: which pixels changed class (``before_map`` vs ``after_bbox`` on the plan's grid),
     the area within ``margin_px``, and the inpainted regions. ``before_reader(row, col, h, w)`` gives BEFORE's
     uint8 pixels at bbox-grid rows/cols (edge-replicated past the grid), ``after_map(row, col, h, w)`` the after
-    class map at canvas rows/cols."""
+    class map at canvas rows/cols. With a Dask ``client`` every region is a task (``threads`` torch threads
+    each; the same pixels as here: a region's work does not depend on where it runs)."""
     grid, lay = plan.grid, plan.layout
     g_row, g_col = global_origin(grid)
     off_r, off_c = g_row - lay.canvas_row, g_col - lay.canvas_col
@@ -590,17 +620,22 @@ def inpaint_change(
         on_event(event="change", changed_pixels=int(changed.sum()), regions=len(regions), windows=windows)
     # the new pixels of every region, composited into BEFORE (kept only where the area is)
     patches: list[tuple[int, int, np.ndarray]] = []
-    if regions:
+    inputs = (region_inputs(plan, r, before_reader, after_map, alpha_canvas) for r in regions)
+    if regions and client is not None:
+        from geodiff.distributed import change_region_tasks
+
+        for i, (top, left, rgb) in enumerate(change_region_tasks(client, plan, inputs, settings, threads)):
+            patches.append((top - off_r, left - off_c, rgb))
+            report(progress, 0.05 + 0.9 * (i + 1) / len(regions), f"region {i + 1}/{len(regions)} done")
+    elif regions:
         model = model if model is not None else plan.model.load(plan.device, plan.quality)
         if on_event is not None:
             on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
-        for i, region in enumerate(regions):
+        for i, region_in in enumerate(inputs):
             sub = None if progress is None else (
                 lambda fr, msg, i=i: progress(0.05 + 0.9 * (i + fr) / len(regions), msg)
             )  # fmt: skip
-            top, left, rgb = _compute_region(
-                plan, before_reader, model, region, after_map, alpha_canvas, settings, sub
-            )
+            top, left, rgb = compute_region(plan, model, region_in, settings, sub)
             patches.append((top - off_r, left - off_c, rgb))
     return Inpainted(changed, area, patches, windows)
 
@@ -676,11 +711,18 @@ def synthesize_change(
     progress: ProgressCallback | None = None,
     on_event: Callable[..., None] | None = None,
     features: gpd.GeoDataFrame | None = None,
+    cluster: ClusterOptions | None = None,
     **options: Any,
 ) -> ChangeResult:
     """Write the after image, its semantic map and the change mask for a :class:`ChangePlan` (or
     ``before, out_path, **options`` of :func:`plan_change`). The three files (and their QGIS styles) are
-    published together, or none is; outside the changed area grown by the margin the after image is BEFORE."""
+    published together, or none is; outside the changed area grown by the margin the after image is BEFORE.
+
+    ``cluster`` (:class:`~geodiff.options.ClusterOptions`): the regions around the edits as tasks on a Dask
+    cluster (the same pixels as in this process); Dask's own logging goes to ``.<out>.dask.log`` beside the
+    output, removed when the run succeeds."""
+    import contextlib
+
     from rasterio.windows import Window
 
     from geodiff.io import Transaction, class_map_writer, geotiff_writer, rgb_writer, write_style
@@ -730,10 +772,27 @@ def synthesize_change(
             def after_map(row: int, col: int, h: int, w: int) -> np.ndarray:
                 return rasterize_features(feats, plan.canvas_grid().window(row, col, h, w))
 
-        done = inpaint_change(
-            plan, lambda r, c, h, w: _read_rgb_window(cp.before_path, r, c, h, w), before_map, after_bbox,
-            after_map, cp.margin_px, settings, progress, on_event,
-        )  # fmt: skip
+        log = None
+        with contextlib.ExitStack() as stack:
+            client = None
+            if cluster is not None and cluster.distributed:
+                from geodiff.distributed import dask_client
+
+                out = Path(os.path.abspath(plan.out_path))
+                log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK) else None
+                client = stack.enter_context(
+                    dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log)
+                )
+            elif cluster is not None:
+                cluster.use_threads()
+            done = inpaint_change(
+                plan, lambda r, c, h, w: _read_rgb_window(cp.before_path, r, c, h, w), before_map, after_bbox,
+                after_map, cp.margin_px, settings, progress, on_event, client=client,
+                threads=cluster.threads_per_worker if cluster is not None else 1,
+            )  # fmt: skip
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.unlink()
         changed, area, windows = done.changed, done.area, done.windows
         # write: BEFORE's pixels everywhere, the new ones inside the area, strip by strip
         report(progress, 0.95, "writing")

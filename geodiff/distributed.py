@@ -450,6 +450,33 @@ def render_task(plan: SynthPlan, features: Any, threads: int = 1) -> tuple[np.nd
     return render(plan, _worker_model(plan), features)
 
 
+@_deterministic_errors_returned
+def change_region_task(plan: SynthPlan, inputs: Any, settings: Any, threads: int = 1) -> Any:
+    """One region of ``geodiff change`` on a worker (the model loaded once per worker process)."""
+    import torch
+
+    from geodiff.change import compute_region
+
+    if threads:
+        torch.set_num_threads(threads)
+    return compute_region(plan, _worker_model(plan), inputs, settings)
+
+
+def change_region_tasks(
+    client: Any, plan: SynthPlan, inputs: Iterator[Any], settings: Any, threads: int = 1
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Submit every region's :class:`~geodiff.change.RegionInputs`; yield ``(row, col, rgb)`` in order."""
+    futures = [
+        client.submit(change_region_task, plan, x, settings, threads, retries=TASK_RETRIES, pure=False)
+        for x in inputs
+    ]
+    try:
+        for future in futures:
+            yield _result(future.result())
+    finally:
+        client.cancel(futures)
+
+
 def render_tasks(
     client: Any, jobs: Iterator[tuple[int, int, SynthPlan, Any]], threads: int = 1
 ) -> Iterator[tuple[int, int, SynthPlan, tuple[np.ndarray, np.ndarray]]]:

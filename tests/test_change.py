@@ -191,7 +191,7 @@ def test_nothing_written_on_failure_or_without_overwrite(before, tmp_path, monke
     def boom(*a, **k):
         raise RuntimeError("interrupted in the middle")
 
-    monkeypatch.setattr(change_mod, "_compute_region", boom)
+    monkeypatch.setattr(change_mod, "compute_region", boom)
     with pytest.raises(RuntimeError):
         synthesize_change(src, out, map_path=edited, device="cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.qml", "edited.tif"]

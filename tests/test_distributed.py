@@ -181,3 +181,29 @@ def test_workers_lost_mid_run_are_replaced_and_their_strips_recomputed(tmp_path,
         assert not set(killed) & set(client.scheduler_info()["workers"])
     np.testing.assert_array_equal(_read(reference.image_path), _read(result.image_path))
     np.testing.assert_array_equal(_read(reference.mask_path), _read(result.mask_path))
+
+
+def test_change_on_the_cluster_equals_one_process(tmp_path, tiny_model, one_thread):
+    from geodiff.change import synthesize_change
+    from geodiff.io import write_class_map
+    from geodiff.options import ClusterOptions
+
+    before = synthesize(_plan(tmp_path / "before.tif", tiny_model), settings=SETTINGS)
+    mask, grid, _ = read_raster(before.mask_path)
+    edited = mask[0].copy()
+    edited[10:20, 10:25] = 1  # two edits far apart: two regions, two tasks
+    edited[130:140, 120:135] = 2
+    write_class_map(tmp_path / "edited.tif", edited, grid)
+    kw = dict(map_path=tmp_path / "edited.tif", device="cpu", settings=SETTINGS)
+    single = synthesize_change(before.image_path, tmp_path / "single.tif", **kw)
+    events = []
+    dist = synthesize_change(
+        before.image_path, tmp_path / "dist.tif", cluster=ClusterOptions(workers=2, threads=1),
+        on_event=lambda **e: events.append(e), **kw,
+    )  # fmt: skip
+    assert next(e for e in events if e["event"] == "change")["regions"] == 2
+    a, b, src = _read(single.image_path), _read(dist.image_path), _read(before.image_path)
+    np.testing.assert_array_equal(a, b)
+    assert (a != src).any()  # the edits were re-synthesized
+    np.testing.assert_array_equal(_read(single.change_path), _read(dist.change_path))
+    assert not list(tmp_path.glob(".*dask.log"))  # Dask's log goes once the run succeeded

@@ -8,6 +8,7 @@ import click
 
 from geodiff.cli.options import (
     close_progress,
+    cluster_options,
     device_option,
     echo_event,
     make_progress,
@@ -16,9 +17,8 @@ from geodiff.cli.options import (
     overwrite_option,
     progress_option,
     source_options,
-    threads_option,
 )
-from geodiff.options import SourceOptions, use_threads
+from geodiff.options import ClusterOptions, SourceOptions
 
 
 @click.command(
@@ -71,7 +71,11 @@ from geodiff.options import SourceOptions, use_threads
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per U-Net call."
 )
 @device_option
-@threads_option
+@cluster_options(
+    workers_help="Inpaint the regions around the edits as tasks on a local Dask cluster of N worker processes "
+    "(for many edits over a large area; the same pixels as one process).",
+    scheduler_help="Run the regions on an existing Dask cluster (tcp://host:8786).",
+)
 @progress_option
 @overwrite_option
 def change(
@@ -86,7 +90,7 @@ def change(
     model: str | None,
     batch_size: int,
     device: str,
-    threads: int | None,
+    cluster: ClusterOptions,
     progress_mode: str,
     overwrite: bool,
 ) -> None:
@@ -116,13 +120,12 @@ def change(
         batch_size=batch_size,
         overwrite=overwrite,
     )
-    use_threads(threads)
     progress = make_progress(progress_mode, "change")
     on_event = getattr(progress, "event", None)
     if on_event is None and progress_mode != "none":
         on_event = echo_event
     try:
-        result = synthesize_change(plan, progress=progress, on_event=on_event)
+        result = synthesize_change(plan, progress=progress, on_event=on_event, cluster=cluster)
     finally:
         close_progress(progress)
     click.echo(
