@@ -188,7 +188,7 @@ class GeodiffPipeline:
             Scheduler steps; default the model's (20, or the student's few for ``quality="fast"``).
         generator
             Draws the initial noise when ``latents`` is None (on the CPU, so a seed gives the same image on CPU
-            and GPU up to float noise) and the per-step noise of ancestral samplers (``ddpm``).
+            and GPU up to float noise) and, without ``step_noise``, the per-step noise of stochastic samplers.
         latents
             Initial noise ``[B, C, H/f, W/f]`` (e.g. :func:`geodiff.noise.location_noise`); drawn when None.
         guidance_scale
@@ -210,9 +210,10 @@ class GeodiffPipeline:
         known
             Inpainting: latents to keep outside a mask (see :class:`KnownRegion`; ``geodiff change``).
         step_noise
-            ``step_noise(i)``: the noise (shape of ``latents``) with which a consistency sampler (the fast
-            student's ``LCMScheduler``) re-noises its clean estimate after step ``i``; :mod:`geodiff.synth` keys
-            it by place like the initial noise. Drawn with ``generator`` for the whole batch when None.
+            ``step_noise(i)``: the noise (shape of ``latents``) of step ``i`` of a stochastic sampler: the
+            ancestral ``ddpm`` step's, or the one with which a consistency sampler (the fast student's
+            ``LCMScheduler``) re-noises its clean estimate; :mod:`geodiff.synth` keys it by place like the initial
+            noise. Drawn with ``generator`` for the whole batch when None.
 
         Returns
         -------
@@ -266,6 +267,7 @@ class GeodiffPipeline:
         w_lat = self._weights(th, tw, overlap, f).to(model.device)
         steps: Sequence[Any] = list(sched.timesteps)
         total, done = (len(steps) + 1) * len(batches), 0
+        takes_noise = getattr(sched, "takes_step_noise", False)  # geodiff's ancestral (ddpm) sampler
 
         # loop
         for i, t in enumerate(steps):
@@ -280,10 +282,12 @@ class GeodiffPipeline:
                     self._crop(weight, v, th, tw, f)[0] += w_lat
                 done += 1
                 report(progress, done / total, f"denoising step {i + 1}/{len(steps)}")
-            # a throwaway generator when the caller gives the noise: the scheduler's own draw is not used
-            out = sched.step(
-                eps / weight, t, x, generator=torch.Generator() if step_noise is not None else generator
-            )
+            if step_noise is not None and takes_noise:  # an ancestral step with the caller's noise
+                out = sched.step(eps / weight, t, x, variance_noise=step_noise(i).to(x))
+            else:  # a throwaway generator when the caller gives the noise: the scheduler's own draw is unused
+                out = sched.step(
+                    eps / weight, t, x, generator=torch.Generator() if step_noise is not None else generator
+                )
             denoised = getattr(out, "denoised", None)
             if denoised is not None and step_noise is not None and i + 1 < len(steps):
                 x = sched.add_noise(denoised, step_noise(i).to(x), steps[i + 1])

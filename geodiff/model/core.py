@@ -19,6 +19,7 @@ import torch
 from diffusers import (
     AsymmetricAutoencoderKL,
     AutoencoderKL,
+    DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     UNet2DConditionModel,
@@ -40,6 +41,21 @@ from geodiff.model.student import (
 from geodiff.options import check_quality
 
 SUBFOLDERS = ("vae", "unet", "map_encoder", "scheduler")
+
+
+class AncestralScheduler(DDIMScheduler):
+    """The ``ddpm`` reference sampler: DDIM with eta = 1, which is DDPM's ancestral step (the posterior mean and
+    its variance beta-tilde; Song et al. 2021, sec. 4.1), with the step's noise given by the caller
+    (``variance_noise``) instead of drawn inside, so :mod:`geodiff.synth` keys it by place like the initial
+    noise (diffusers' DDPMScheduler draws it from a generator for the whole canvas)."""
+
+    takes_step_noise = True
+    """:class:`geodiff.pipeline.GeodiffPipeline` passes its ``step_noise(i)`` as ``variance_noise``."""
+
+    def step(self, model_output: Any, timestep: Any, sample: Any, eta: float = 1.0, **kwargs: Any) -> Any:
+        return super().step(model_output, timestep, sample, eta=eta, **kwargs)
+
+
 MAX_SHARD_SIZE = "15MB"
 
 _HOW_TO_GET = (
@@ -417,6 +433,10 @@ class GeodiffModel(nn.Module):
         img = self.vae.decode(latents.to(vdtype) / scale + shift).sample
         return img.clamp(-1, 1)
 
+    def noise_scheduler(self) -> DDPMScheduler:
+        """The forward (noising) process the model was trained with: ``add_noise``, ``alphas_cumprod``."""
+        return DDPMScheduler.from_config(self.scheduler_config)
+
     def make_scheduler(self, kind: str | None = None, **overrides: Any) -> Any:
         """A fresh diffusers scheduler from the saved config (same betas as training).
 
@@ -435,7 +455,7 @@ class GeodiffModel(nn.Module):
             raise ModelError("sampler 'lcm' is the fast student's: load the model with quality='fast'")
         kind = kind or "dpm"
         if kind == "ddpm":
-            return DDPMScheduler.from_config(self.scheduler_config, **overrides)
+            return AncestralScheduler.from_config(self.scheduler_config, **overrides)
         if kind == "dpm":
             opts = dict(algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True)
             opts.update(overrides)

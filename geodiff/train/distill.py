@@ -181,7 +181,7 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
     params = list(student_unet.parameters())
     opt = torch.optim.AdamW(params, lr=sec.lr, weight_decay=0.0)
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sec.warmup_steps))
-    noise_sched = teacher.make_scheduler("ddpm")
+    noise_sched = teacher.noise_scheduler()
     teacher_digest = _digest(teacher_dir / "unet")
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0

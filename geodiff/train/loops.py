@@ -547,7 +547,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
     opt = torch.optim.AdamW(params, lr=sec.lr, weight_decay=sec.weight_decay)
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(sec.warmup_steps))
     ema = EMAModel(params, decay=sec.ema_decay, use_ema_warmup=True, power=3 / 4)
-    noise_sched = model.make_scheduler("ddpm")
+    noise_sched = model.noise_scheduler()
     gen = torch.Generator().manual_seed(cfg.run.seed)
     step = 0
     if resume and ckpt_path.exists():

@@ -48,7 +48,7 @@ def test_diffusion_loss_decreases(variant: str) -> None:
     model = GeodiffModel(ModelConfig(**{**TINY, "conditioning": variant}))
     params = list(model.unet.parameters()) + list(model.map_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=2e-3)
-    sched = model.make_scheduler("ddpm")
+    sched = model.noise_scheduler()
     latents = torch.randn(4, 4, 8, 8)
     cmap = torch.randint(0, 5, (4, 32, 32))
 

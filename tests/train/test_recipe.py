@@ -188,7 +188,7 @@ def test_diffusion_recipe_trains_and_resumes_to_the_same_state(tmp_path: Path, d
 def _loss_inputs(prediction_type: str = "epsilon"):
     torch.manual_seed(0)
     model = GeodiffModel(ModelConfig(**{**TINY, "prediction_type": prediction_type}))
-    sched = model.make_scheduler("ddpm")
+    sched = model.noise_scheduler()
     latents = torch.randn(6, 4, 8, 8)
     cmap = torch.randint(0, 5, (6, 32, 32))
     return model, sched, latents, cmap
