@@ -55,6 +55,13 @@ from geodiff.options import use_threads
 @steps_option("Denoising steps per tile. Default: 20, or the student's (e.g. 4) with --quality fast.")
 @quality_option
 @click.option(
+    "--sampler",
+    type=click.Choice(["dpm", "ddpm"]),
+    default=None,
+    help="dpm = DPM-Solver++ 2M (the full model's own); ddpm = the 1000-step ancestral reference (default "
+    "--steps 1000). Default: the model's own sampler at the chosen quality.",
+)
+@click.option(
     "--limit", type=int, default=32, show_default=True, help="Held-out tiles to synthesize and compare."
 )
 @seed_option("Seed of the first tile (tile i uses seed+i).")
@@ -85,6 +92,7 @@ def evaluate(
     segnet_steps: int,
     steps: int | None,
     quality: str,
+    sampler: str | None,
     limit: int,
     seed: int,
     guidance_scale: float | None,
@@ -133,6 +141,7 @@ def evaluate(
             progress=progress,
             tx=tx,
             quality=quality,
+            sampler=sampler,
         )
     finally:
         close_progress(progress)

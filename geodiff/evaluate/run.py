@@ -36,6 +36,7 @@ from geodiff.evaluate.segmentation import (
 from geodiff.io import write_png
 from geodiff.models import resolve_device
 from geodiff.progress import ProgressCallback, report, scaled
+from geodiff.synth.plan import DEFAULT_STEPS
 
 
 def load_model(
@@ -67,6 +68,7 @@ def synthesize_tiles(
     batch_size: int = 8,
     guidance_scale: float | None = None,
     progress: ProgressCallback | None = None,
+    sampler: str | None = None,
 ) -> np.ndarray:
     """One synthetic RGB tile per mask: (N, T, T) class ids -> (N, T, T, 3) uint8.
 
@@ -76,7 +78,8 @@ def synthesize_tiles(
     """
     from geodiff.pipeline import GeodiffPipeline
 
-    pipe = GeodiffPipeline(model)  # the model's own sampler (a fast model's: its student's)
+    # the model's own sampler (a fast model's: its student's) unless one is named ("ddpm": the reference)
+    pipe = GeodiffPipeline(model, model.make_scheduler(sampler))
     n, tile = len(masks), masks.shape[-1]
     f = model.latent_factor
     shape = (model.latent_channels, tile // f, tile // f)
@@ -148,6 +151,7 @@ def measure_seams(
     overlap: int | None = None,
     reference_image: np.ndarray | None = None,
     guidance_scale: float | None = None,
+    sampler: str | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Seam ratios of a blended and a naive (independent, non-overlapping tiles) synthesis of ``class_map``.
 
@@ -158,7 +162,9 @@ def measure_seams(
 
     tile = int(model.config.tile_size)
     h, w = class_map.shape
-    common = dict(seed=seed, steps=steps, device=device, guidance_scale=guidance_scale)
+    common: dict[str, Any] = dict(seed=seed, steps=steps, device=device, guidance_scale=guidance_scale)
+    if sampler is not None:
+        common["sampler"] = sampler
     naive = synthesize_map(class_map, model, blend=False, **common)
     blended = synthesize_map(class_map, model, blend=True, **common)
     tb_r, tb_c = tile_boundaries(h, tile), tile_boundaries(w, tile)
@@ -200,6 +206,7 @@ def evaluate_model(
     progress: ProgressCallback | None = None,
     tx: Any = None,
     quality: str | None = None,
+    sampler: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and write the report folder; returns the report dict.
 
@@ -215,7 +222,8 @@ def evaluate_model(
         A saved segmentation net; trained on the dataset's training split (and saved to ``out_dir/segnet``) if None.
     steps, seed, device, guidance_scale, quality
         Sampling settings; tile ``i`` is sampled with seed ``seed + i``; steps and guidance default to the
-        model's (20 DPM-Solver++ steps, or the student's few for ``quality="fast"``, the distilled sampler).
+        model's (20 DPM-Solver++ steps, or the student's few for ``quality="fast"``, the distilled sampler);
+        ``sampler`` ``"ddpm"``: the 1000-step ancestral reference (pass ``steps=1000``), full quality only.
     limit
         Number of held-out tiles to synthesize and compare.
     segnet_steps
@@ -240,7 +248,8 @@ def evaluate_model(
     tx = tx if tx is not None else report_transaction(out, overwrite=True)
     with tx:  # every file of the folder published together, at the end
         model = model if model is not None else load_model(model_dir, device, quality)
-        steps = steps if steps is not None else model.default_steps
+        if steps is None:
+            steps = DEFAULT_STEPS[sampler] if sampler is not None else model.default_steps
         tile = int(model.config.tile_size)
         splits = load_splits(data, tile=tile, colors=colors)
         train, test = splits["train"], splits["test"]
@@ -271,6 +280,7 @@ def evaluate_model(
             device=device,
             guidance_scale=guidance_scale,
             progress=scaled(progress, 0.3, 0.8),
+            sampler=sampler,
         )
 
         rep: dict[str, Any] = {}
@@ -305,6 +315,7 @@ def evaluate_model(
                     device,
                     reference_image=real_mosaic,
                     guidance_scale=guidance_scale,
+                    sampler=sampler,
                 )
                 tx.mkdir(out)
                 write_png(out / "seams_independent_tiles.png", naive, tx=tx)
@@ -326,6 +337,7 @@ def evaluate_model(
             "seg_net": str(seg_path),
             "steps": steps,
             "quality": model.quality,
+            "sampler": sampler or ("lcm" if model.quality == "fast" else "dpm"),
             "guidance_scale": model.config.guidance(guidance_scale),
             "seed": seed,
             "n_eval_tiles": len(ev),
