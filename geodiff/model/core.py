@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -482,11 +481,11 @@ class GeodiffModel(nn.Module):
                 "this model samples with its distilled student: save the teacher (load it with quality='full'); "
                 "the student is written by geodiff.model.student.save_student"
             )
+        from geodiff.io import staged_folder
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with staged_folder(path) as tmp:  # written beside, swapped in whole
+            tmp.mkdir()
             half = self.config.storage_dtype == "float16"
             for name in ("vae", "unet", "map_encoder"):
                 module = getattr(self, name)
@@ -512,20 +511,11 @@ class GeodiffModel(nn.Module):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content if isinstance(content, bytes) else content.encode())
             if path.exists():
-                for item in path.iterdir():  # keep the model card and friends
+                for item in path.iterdir():  # keep the model card and friends (and a distilled student/)
                     if item.name not in SUBFOLDERS and item.name not in ("config.json", "classes.json"):
                         dest = tmp / item.name
                         if not dest.exists():
                             (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     @classmethod

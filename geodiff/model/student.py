@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -122,27 +120,18 @@ def save_student(
     sampler: str = "lcm",
 ) -> Path:
     """Write ``<root>/student/`` (replacing an older one whole: a reader never sees half a student)."""
+    from geodiff.io import staged_folder
+
     root = Path(root)
     dest = root / STUDENT_DIR
-    tmp = root / f".{STUDENT_DIR}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(dest) as tmp:
+        tmp.mkdir()
         stored = copy.deepcopy(unet).to("cpu")
         (stored.half() if half else stored.float()).save_pretrained(
             tmp / "unet", safe_serialization=True, max_shard_size="15MB"
         )
         make_student_scheduler(scheduler_config, sampler).save_pretrained(tmp / "scheduler")
         (tmp / STUDENT_INFO.name).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        if dest.exists():
-            old = root / f".{STUDENT_DIR}.old-{uuid.uuid4().hex[:8]}"
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
