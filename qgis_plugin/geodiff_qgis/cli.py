@@ -273,13 +273,16 @@ def run_json(executable, args, timeout_s=300):
     raise QgsProcessingException(f"geodiff printed no JSON: {done.stdout[-300:]}")
 
 
-def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=None, name="geodiff"):
+def run_geodiff(
+    executable, args, feedback, poll_s=0.1, translate=None, on_plan=None, name="geodiff", on_line=None
+):
     """Run ``executable *args``, streaming progress; raise QgsProcessingException on failure or cancel.
 
     ``translate`` rewrites geodiff's error text (e.g. CLI option names into the dialog's parameter names).
     ``on_plan(plan)`` sees geodiff's cost estimate (its first event) and may raise to stop the run there.
     On cancel geodiff gets SIGTERM at once, which it handles like Ctrl-C: its temporary files are removed.
     ``name`` is what messages call the program (the installer runs python and pip through here too).
+    ``on_line(line)`` sees every output line first (the installer's progress from pip's lines).
     """
     command = [executable, *map(str, args)]
     feedback.pushCommandInfo(" ".join(f'"{a}"' if " " in a else a for a in command))
@@ -317,6 +320,8 @@ def run_geodiff(executable, args, feedback, poll_s=0.1, translate=None, on_plan=
                 continue
             if line is None:  # output closed: the process is exiting
                 break
+            if on_line is not None:
+                on_line(line)
             output.line(line)
         code = process.wait()
     finally:

@@ -53,11 +53,21 @@ def test_install_from_a_wheel_offline_sets_the_executable(qgis_app, tmp_path):
     wheels.mkdir()
     wheel = build_wheel(wheels)
     set_executable(None)
-    feedback = QgsProcessingFeedback()
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.values = []
+            self.progressChanged.connect(self.values.append)
+
+    feedback = Recorder()
     try:
         results = processing.run(
             "geodiff:install", {"WHEEL": str(wheel), "FIND_LINKS": str(wheels)}, feedback=feedback
         )
+        # pip's lines move the bar between the environment (10) and the end: never backwards
+        between = [v for v in feedback.values if 10 < v < 90]
+        assert between and between == sorted(between), feedback.values
         exe = Path(results["EXECUTABLE"])
         assert exe.is_file() and default_environment() in exe.parents  # under the QGIS profile
         assert ProcessingConfig.getSetting(EXECUTABLE_SETTING) == str(exe)  # the provider now uses it

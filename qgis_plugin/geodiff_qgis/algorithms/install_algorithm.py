@@ -134,7 +134,7 @@ class InstallAlgorithm(GeodiffAlgorithm):
         pip.append(wheel or "geodiff")
         feedback.setProgressText(self.tr("Installing {} with pip (torch alone is a large download)").format(
             Path(wheel).name if wheel else "geodiff"))  # fmt: skip
-        run_geodiff(pip[0], pip[1:], feedback, name="pip install")
+        run_geodiff(pip[0], pip[1:], feedback, name="pip install", on_line=PipProgress(feedback, 10, 90))
         feedback.setProgress(90)
 
         executable = env_dir / BIN_DIR / EXE_NAME
@@ -155,6 +155,32 @@ class InstallAlgorithm(GeodiffAlgorithm):
             .format(version, executable)
         )  # fmt: skip
         return {self.EXECUTABLE: str(executable)}
+
+
+class PipProgress:
+    """The progress bar from pip's own lines (pip has no machine-readable progress): each package it collects
+    moves the bar a step towards ``stop`` (steps shrink, the number of packages is unknown up front), then
+    'Installing collected packages' and 'Successfully installed' take it to the end of the range."""
+
+    def __init__(self, feedback, start, stop):
+        self.feedback, self.start, self.stop, self.collected = feedback, start, stop, 0
+
+    def __call__(self, line):
+        span = self.stop - self.start
+        text = line.strip()
+        if text.startswith("Collecting ") or text.startswith("Processing "):
+            self.collected += 1
+            # 1 - 1/(1 + n/8): 11 % of the collecting share after one package, 50 % after eight, 80 % after 32
+            self._set(self.start + 0.7 * span * (1 - 1 / (1 + self.collected / 8)))
+            self.feedback.setProgressText(text)
+        elif text.startswith("Installing collected packages"):
+            self._set(self.start + 0.8 * span)
+            self.feedback.setProgressText("Installing the collected packages")
+        elif text.startswith("Successfully installed"):
+            self._set(self.stop)
+
+    def _set(self, value):
+        self.feedback.setProgress(max(self.feedback.progress(), value))
 
 
 def _clean_env():
