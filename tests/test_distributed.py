@@ -82,11 +82,14 @@ def test_distributed_run_equals_single_process_bit_for_bit(tmp_path, tiny_model,
     assert not (tmp_path / "dist.tif.run").exists()  # the run folder goes once the output is complete
 
 
-def test_interrupted_run_resumes_with_only_the_missing_strips(tmp_path, tiny_model, client, one_thread):
+@pytest.mark.parametrize("quality", ["full", "fast"])
+def test_interrupted_run_resumes_with_only_the_missing_strips(
+    tmp_path, tiny_model, client, one_thread, quality
+):
     reference = synthesize_distributed(
-        _plan(tmp_path / "ref.tif", tiny_model), client=client, settings=SETTINGS
+        _plan(tmp_path / "ref.tif", tiny_model, quality=quality), client=client, settings=SETTINGS
     )
-    plan = _plan(tmp_path / "out.tif", tiny_model)
+    plan = _plan(tmp_path / "out.tif", tiny_model, quality=quality)
     n = len(plan.strips)
 
     def stop_after_two(fraction, message):
@@ -100,7 +103,7 @@ def test_interrupted_run_resumes_with_only_the_missing_strips(tmp_path, tiny_mod
     assert len(finished) == 2
 
     events = []
-    again = _plan(tmp_path / "out.tif", tiny_model)  # the same command, run again
+    again = _plan(tmp_path / "out.tif", tiny_model, quality=quality)  # the same command, run again
     result = synthesize_distributed(
         again, client=client, settings=SETTINGS, on_event=lambda **e: events.append(e)
     )

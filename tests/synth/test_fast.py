@@ -154,3 +154,14 @@ def _bbox():
 
 
 torch.set_num_threads(1)
+
+
+def test_a_resume_at_another_quality_is_another_run(model, tmp_path):
+    from geodiff.distributed import plan_fingerprint
+
+    full = plan_synthesis(TOWN_BBOX, tmp_path / "a.tif", model=str(model), **KW)
+    fast = plan_synthesis(TOWN_BBOX, tmp_path / "a.tif", model=str(model), quality="fast", **KW)
+    assert plan_fingerprint(full) != plan_fingerprint(fast)
+    assert plan_fingerprint(fast) == plan_fingerprint(
+        plan_synthesis(TOWN_BBOX, tmp_path / "a.tif", model=str(model), quality="fast", **KW)
+    )
