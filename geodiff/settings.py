@@ -59,6 +59,9 @@ class Settings:
     default_resolution_m: float = DEFAULT_RESOLUTION_M
     model_dir: Path | None = None
     """The default model's folder; unset = ``geodiff-default`` from the user's model folder or the package."""
+    exit_with_stdin: bool = False
+    """Stop (as on SIGTERM: no output left) when standard input closes: a parent that starts geodiff with a pipe
+    it never writes (the QGIS plugin) ends geodiff by dying, on every OS, even when it cannot send a signal."""
 
     def with_overrides(self, **kwargs: object) -> Settings:
         return replace(self, **kwargs)

@@ -139,6 +139,24 @@ def test_sigterm_mid_run_leaves_nothing(tmp_path: Path, tiny_model: Path, sig: i
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_closed_stdin_stops_the_run_like_sigterm(tmp_path: Path, tiny_model: Path) -> None:
+    """GEODIFF_EXIT_WITH_STDIN=1 (the QGIS plugin): the parent dying closes the pipe, on any OS; geodiff unwinds."""
+    out = tmp_path / "a.tif"
+    proc = subprocess.Popen(
+        [*GEODIFF, "synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(out),
+         "--steps", "1000", "--sampler", "ddpm", "--device", "cpu", "--progress", "json"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "GEODIFF_EXIT_WITH_STDIN": "1"},
+    )  # fmt: skip
+    for line in proc.stderr:  # type: ignore[union-attr]
+        if '"progress"' in line and json.loads(line)["progress"] > 0.01:
+            break
+    assert _partials(tmp_path)
+    proc.stdin.close()  # type: ignore[union-attr]  # what the parent's death does to the pipe
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ddpm_is_deterministic_for_a_seed(tmp_path: Path, tiny_model: Path) -> None:
     runs = [
         synthesize(

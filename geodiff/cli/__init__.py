@@ -110,6 +110,27 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _exit_with_stdin() -> None:
+    """With ``GEODIFF_EXIT_WITH_STDIN=1``: when standard input reaches its end (the parent closed the pipe or
+    died), unwind the main thread as SIGTERM would, so the command's temporary outputs are removed."""
+    import _thread
+
+    from geodiff.settings import get_settings
+
+    if not get_settings().exit_with_stdin or sys.stdin is None:
+        return
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass  # a parent that writes is not one we listen to; only the end counts
+        except (OSError, ValueError):
+            pass
+        _thread.interrupt_main(signal.SIGTERM)
+
+    threading.Thread(target=watch, name="geodiff-stdin-watch", daemon=True).start()
+
+
 def _os_error(exc: OSError | MemoryError) -> tuple[str, int]:
     """A one-line message and exit code for an OS error no library code turned into a geodiff error."""
     from geodiff.errors import CorruptFileError, InvalidParameterError, OutputError
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning geodiff errors into a one-line message and an exit code."""
     try:
         with _signals_unwind():
+            _exit_with_stdin()
             cli.main(args=argv, prog_name="geodiff", standalone_mode=False)
     except GeodiffError as exc:
         click.echo(f"Error: {exc}", err=True)

@@ -289,10 +289,14 @@ def run_geodiff(
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # line-by-line progress through the pipe
     env.pop("PYTHONPATH", None)  # QGIS's own Python paths must not leak into geodiff's Python
     env.pop("PYTHONHOME", None)
+    # geodiff stops (cleanly, as on cancel) when this pipe closes, which QGIS's death does on every OS
+    watched = name == "geodiff"
+    if watched:
+        env["GEODIFF_EXIT_WITH_STDIN"] = "1"
     try:
         process = subprocess.Popen(
             command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if watched else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -327,6 +331,8 @@ def run_geodiff(
     finally:
         if process.poll() is None:  # any exception above (including from feedback) must not leave it running
             _stop(process)
+        if process.stdin is not None:
+            process.stdin.close()
         reader.join(timeout=1)  # EOF follows the exit unless a grandchild still holds the pipe
         if not reader.is_alive():
             process.stdout.close()

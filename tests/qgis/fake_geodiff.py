@@ -123,6 +123,12 @@ def main():
         dry = "--dry-run" in sys.argv
         with open(os.environ["FAKE_GEODIFF_ARGS"] + (".dry" if dry else ""), "w") as f:
             json.dump(sys.argv[1:], f)
+        import stat
+
+        # how the plugin ties geodiff's life to its own: the stdin pipe geodiff watches (see geodiff.cli)
+        with open(os.environ["FAKE_GEODIFF_ARGS"] + ".stdin", "w") as f:
+            json.dump({"env": os.environ.get("GEODIFF_EXIT_WITH_STDIN"),
+                       "pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, f)  # fmt: skip
 
     parser = argparse.ArgumentParser(prog="geodiff")
     parser.add_argument("command", choices=["rasterize", "synth", "augment", "change"])

@@ -375,6 +375,16 @@ def test_cost_is_logged_once_from_one_geodiff_run_and_large_runs_are_refused(
     assert not (tmp_path / "a.tif").exists()  # stopped at its plan, before writing
 
 
+def test_geodiff_gets_a_stdin_pipe_that_ends_it_with_qgis(fake_geodiff, tmp_path):
+    # QGIS's death closes the pipe on every OS; geodiff (GEODIFF_EXIT_WITH_STDIN=1) then stops as on a cancel
+    run(
+        "geodiff:rasterize",
+        {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT": str(tmp_path / "m.tif")},
+    )
+    seen = json.loads(Path(f"{fake_geodiff.args_file}.stdin").read_text())
+    assert seen == {"env": "1", "pipe": True}
+
+
 def test_log_names_plugin_and_geodiff_versions(fake_geodiff, tmp_path):
     _, feedback = run("geodiff:rasterize", {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"),
                                             "OUTPUT": str(tmp_path / "m.tif")})  # fmt: skip
