@@ -10,7 +10,7 @@ For each edit of BEFORE's semantic map (a class-map GeoTIFF on its grid, i.e. ``
   after image and the naive paste;
 - time and windows, against the whole-area synthesis of BEFORE.
 
-    python bench/change.py [--model NAME] [--steps 20] [--seed 0] [--device auto] [--threads 2]
+    python bench/change.py [--model NAME] [--steps 20] [--seed 0] [--device auto] [--threads 2] [--workers 2]
 
 Writes bench/results/change/change_<device>.json, .md and change.png (before | after | change mask).
 """
@@ -33,6 +33,7 @@ from geodiff.classes import BUILDING, ROAD, colorize
 from geodiff.evaluate.seams import mask_seam_ratio
 from geodiff.evaluate.segmentation import iou_scores, load_segnet, predict
 from geodiff.io import read_raster, write_class_map
+from geodiff.options import ClusterOptions
 from geodiff.samples import sample_area
 from geodiff.synth import global_origin, synthesize, synthesize_map
 
@@ -116,11 +117,13 @@ def run(args: argparse.Namespace) -> dict:
         b_mask = read_raster(before.mask_path)[0][0]
         plan = before.plan
         model = plan.model.load(plan.device)
+        # --workers: the regions as tasks on a local Dask cluster (1 thread each); the outside must stay exact
+        cluster = ClusterOptions(workers=args.workers, threads=1) if args.workers else None
         for name, (new_map, new_class) in edits(b_mask, before.grid.resolution).items():
             map_path = write_class_map(tmp / f"{name}.map.tif", new_map, before.grid)
             t0, cpu0 = time.monotonic(), time.process_time()
             res = synthesize_change(before.image_path, tmp / f"{name}.tif", map_path=map_path, device=args.device,
-                                    model=plan.model)  # fmt: skip
+                                    model=plan.model, cluster=cluster)  # fmt: skip
             seconds, cpu_seconds = time.monotonic() - t0, time.process_time() - cpu0
             a_rgb = read_raster(res.image_path)[0].transpose(1, 2, 0)
             changed = b_mask != new_map
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> dict:
         img = Image.fromarray(strip)
         img = img.resize((img.width * 2, img.height * 2), Image.NEAREST)
         (RESULTS / "change").mkdir(parents=True, exist_ok=True)
-        img.save(RESULTS / "change" / "change.png", optimize=True)
+        if not args.workers:  # the README's picture comes from the single-process run
+            img.save(RESULTS / "change" / "change.png", optimize=True)
     return out
 
 
@@ -200,13 +204,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="inpaint on a local Dask cluster of N workers")
     args = p.parse_args()
     r = run(args)
     folder = RESULTS / "change"
     folder.mkdir(parents=True, exist_ok=True)
     dev = r["before"]["device"].split(":")[0]
-    (folder / f"change_{dev}.json").write_text(json.dumps(r, indent=2) + "\n")
-    (folder / f"change_{dev}.md").write_text(to_markdown(r))
+    name = f"change_{dev}" + (f"_workers{args.workers}" if args.workers else "")
+    (folder / f"{name}.json").write_text(json.dumps(r, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(to_markdown(r))
     print(to_markdown(r))
 
 
