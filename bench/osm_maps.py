@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument("--quality", choices=["full", "fast"], default="full", help="fast: the models' students")
     ap.add_argument("--places", default=",".join(PLACES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "class_fractions": np.bincount(a.class_map.ravel(), minlength=5)[:5].tolist()})  # fmt: skip
     grid_rows: dict[str, list[dict]] = {}
     for name, path in models.items():
-        model = resolve_model(path).load("cpu")
+        model = resolve_model(path).load("cpu", args.quality)
         for seed in seeds:
             rows, t0 = [], time.time()
             for a in areas:
