@@ -6,7 +6,6 @@ import bz2
 import gzip
 import re
 import shutil
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -266,16 +265,14 @@ def test_shared_extracts(osm_extracts: Path) -> None:
     files = sorted(p for p in osm_extracts.iterdir() if p.name.endswith((".osm", ".osm.bz2", ".osm.pbf")))
     assert files
     for path in files:
-        start = time.perf_counter()
         features = classify_elements(read_elements(path))
-        elapsed = time.perf_counter() - start
         check_feature_set(features)
         got = counts(features)
         assert got.get((BUILDING, "area"), 0) > 10, path.name
         assert got.get((ROAD, "line"), 0) > 10, path.name
         if path.name in _COASTAL:
             assert got.get((WATER, "coastline"), 0) > 0, path.name
-        assert elapsed < 20, f"{path.name} took {elapsed:.1f} s"
+    # how long reading takes is a benchmark's figure (bench/results/cpu.md), not a test's: a loaded machine
 
 
 @pytest.mark.shared_data
