@@ -130,7 +130,7 @@ def main() -> None:
             "ratio full / fast": round(secs["full"] / secs["fast"], 2),
         }
         print(json.dumps(result["seconds_per_tile"]), flush=True)
-    for arm in args.arms.split(","):
+    for arm in filter(None, args.arms.split(",")):  # --arms "": timing only
         quality, steps, guidance, passes = ARMS[arm]
         model = models[quality]
         steps = steps or model.default_steps

@@ -65,6 +65,11 @@ def test_installed_package_synthesizes_the_sample_outside_the_source_tree(
     out = _run([str(exe), "synth", "--sample", "--out", "monaco.tif", "--steps", "2", "--progress", "none"],
                cwd=tmp_path, env=_env())  # fmt: skip
     assert (tmp_path / "monaco.tif").is_file() and (tmp_path / "monaco.mask.tif").is_file(), out
+    # the shipped fast sampler (the distilled student beside the teacher) from the installed copy
+    assert default[0]["qualities"] == ["full", "fast"]
+    out = _run([str(exe), "synth", "--sample", "--out", "fast.tif", "--quality", "fast", "--steps", "1",
+                "--progress", "none"], cwd=tmp_path, env=_env())  # fmt: skip
+    assert (tmp_path / "fast.tif").is_file(), out
 
 
 def test_wheel_lists_model_and_sample_files(installed: Path) -> None:
@@ -80,6 +85,12 @@ def test_wheel_lists_model_and_sample_files(installed: Path) -> None:
     ):
         assert model + part in names
     assert any(n.startswith(model + "unet/") and n.endswith(".safetensors") for n in names)
+    assert (
+        model + "student/student.json" in names and model + "student/scheduler/scheduler_config.json" in names
+    )
+    assert any(n.startswith(model + "student/unet/") and n.endswith(".safetensors") for n in names)
+    shipped = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if i.filename.startswith(model))
+    assert shipped <= 64e6, f"the shipped model is {shipped / 1e6:.1f} MB (limit 64 MB, issue 34)"
     assert "geodiff/data/sample_monaco.geojson" in names
     assert not any(n.startswith(("tests/", "runs/", "bench/")) for n in names)
 
