@@ -157,6 +157,20 @@ def test_a_closed_stdin_stops_the_run_like_sigterm(tmp_path: Path, tiny_model: P
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_watched_stdin_held_open_lets_a_command_finish(tmp_path: Path) -> None:
+    """The watcher must not outlive the command badly: a daemon thread blocked in sys.stdin's buffered reader made
+    the interpreter abort at exit (exit -6, "could not acquire lock for <stdin>") under the QGIS plugin."""
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [*GEODIFF, "models", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "GEODIFF_EXIT_WITH_STDIN": "1"},
+        )  # fmt: skip
+        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+        assert proc.wait(timeout=60) == 0 and b"Fatal" not in err, err
+        proc.stdin.close()  # type: ignore[union-attr]  # the parent closes it after the exit, as the plugin does
+        assert json.loads(out)["models"]
+
+
 def test_ddpm_is_deterministic_for_a_seed(tmp_path: Path, tiny_model: Path) -> None:
     runs = [
         synthesize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -119,12 +120,18 @@ def _exit_with_stdin() -> None:
 
     if not get_settings().exit_with_stdin or sys.stdin is None:
         return
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # no real standard input (an embedding host): nothing to watch
+        return
 
     def watch() -> None:
+        # the raw descriptor, not sys.stdin's buffered reader: a daemon thread blocked holding that reader's lock
+        # makes the interpreter abort at exit ("could not acquire lock for <stdin> at interpreter shutdown")
         try:
-            while sys.stdin.buffer.read(65536):
+            while os.read(fd, 65536):
                 pass  # a parent that writes is not one we listen to; only the end counts
-        except (OSError, ValueError):
+        except OSError:
             pass
         _thread.interrupt_main(signal.SIGTERM)
 
