@@ -130,6 +130,7 @@ def main() -> None:
             "ratio full / fast": round(secs["full"] / secs["fast"], 2),
         }
         print(json.dumps(result["seconds_per_tile"]), flush=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     for arm in filter(None, args.arms.split(",")):  # --arms "": timing only
         quality, steps, guidance, passes = ARMS[arm]
         model = models[quality]
