@@ -360,19 +360,13 @@ def generate_dataset(
                          margin_m)  # fmt: skip
     if client is not None:
         raise InvalidParameterError("give a Dask client or cluster options, not both")
-    from geodiff.distributed import dask_client
+    from geodiff.distributed import cluster_beside
 
     # Dask's own logging goes beside the dataset, hidden, and is removed when the run succeeds
-    out = Path(os.path.abspath(out_dir))
-    log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK | os.X_OK) else None
-    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log) as client:
-        result = _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
-                           min_labeled, overwrite, progress, client, cluster.threads_per_worker, changes,
-                           margin_m)  # fmt: skip
-    if log is not None:
-        with contextlib.suppress(OSError):
-            log.unlink()
-    return result
+    with cluster_beside(cluster, out_dir) as client:
+        return _generate(out_dir, windows, area, n_windows, seeds_per_window, sampling, source, crs, fmt,
+                         min_labeled, overwrite, progress, client, cluster.threads_per_worker, changes,
+                         margin_m)  # fmt: skip
 
 
 def _generate(
@@ -396,7 +390,8 @@ def _generate(
     from geodiff.models import resolve_device, resolve_model
     from geodiff.rasterize import rasterize_bbox
     from geodiff.settings import get_settings
-    from geodiff.synth import check_request, plan_synthesis, render
+    from geodiff.synth import plan_synthesis, render
+    from geodiff.synth.plan import resolve_request
 
     seed, sampler, guidance_scale = sampling.seed, sampling.sampler, sampling.guidance_scale
     osm_path, vector_path, class_field = source.osm_path, source.vector_path, source.class_field
@@ -416,15 +411,8 @@ def _generate(
         raise InvalidParameterError(f"--min-labeled is a fraction in [0, 1], got {min_labeled}")
     settings = get_settings()
     ref = resolve_model(sampling.model, settings)
-    quality = ref.quality(sampling.quality)
-    steps = check_request(
-        sampling.steps,
-        sampler,
-        sampling.batch_size,
-        seed,
-        guidance_scale,
-        quality,
-        ref.default_steps(quality),
+    quality, steps, run_sampler = resolve_request(
+        ref, sampling.quality, sampling.steps, sampler, sampling.batch_size, seed, guidance_scale
     )
     if changes and client is not None:
         raise InvalidParameterError("--changes renders in this process: leave out --workers/--scheduler")
@@ -512,7 +500,7 @@ def _generate(
             {
                 "model": ref.name,
                 "steps": steps,
-                "sampler": plan.sampler if records else sampler,
+                "sampler": run_sampler,
                 "quality": quality,
                 "guidance_scale": plan.guidance_scale if records else guidance_scale,
                 "seeds_per_window": seeds_per_window,

@@ -21,7 +21,6 @@ with the rows the previous strip finished as known content.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -248,7 +247,8 @@ def plan_change(
     plan = plan_synthesis(
         BBox(*grid.bounds, crs=grid.crs), out, mask_out=mask, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, model=ref, seed=seed, steps=steps, sampler=tags["SAMPLER"],
-        quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size, crs=grid.crs.to_wkt(),
+        quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size,
+        crs=grid.crs.to_wkt(),
         blend=tags.get("BLEND", "True") != "False", overwrite=overwrite, settings=settings,
     )  # fmt: skip
     if not _same_grid(plan.grid, grid):
@@ -772,17 +772,12 @@ def synthesize_change(
             def after_map(row: int, col: int, h: int, w: int) -> np.ndarray:
                 return rasterize_features(feats, plan.canvas_grid().window(row, col, h, w))
 
-        log = None
         with contextlib.ExitStack() as stack:
             client = None
             if cluster is not None and cluster.distributed:
-                from geodiff.distributed import dask_client
+                from geodiff.distributed import cluster_beside
 
-                out = Path(os.path.abspath(plan.out_path))
-                log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK) else None
-                client = stack.enter_context(
-                    dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log)
-                )
+                client = stack.enter_context(cluster_beside(cluster, plan.out_path))
             elif cluster is not None:
                 cluster.use_threads()
             done = inpaint_change(
@@ -790,9 +785,6 @@ def synthesize_change(
                 after_map, cp.margin_px, settings, progress, on_event, client=client,
                 threads=cluster.threads_per_worker if cluster is not None else 1,
             )  # fmt: skip
-        if log is not None:
-            with contextlib.suppress(OSError):
-                log.unlink()
         changed, area, windows = done.changed, done.area, done.windows
         # write: BEFORE's pixels everywhere, the new ones inside the area, strip by strip
         report(progress, 0.95, "writing")

@@ -102,6 +102,20 @@ def dask_client(
         yield client
 
 
+@contextlib.contextmanager
+def cluster_beside(cluster: ClusterOptions, output: str | os.PathLike[str]) -> Iterator[Any]:
+    """A client for ``cluster`` (:func:`dask_client`) whose Dask logging goes to ``.<name>.dask.log`` beside
+    ``output`` (a file or folder) while it is open; the log is removed when the block succeeds and kept (for the
+    error's details) when it fails. No log when that folder is not writable."""
+    out = Path(os.path.abspath(output))
+    log = out.with_name(f".{out.name}.dask.log") if os.access(out.parent, os.W_OK | os.X_OK) else None
+    with dask_client(cluster.workers, cluster.scheduler, cluster.threads_per_worker, log=log) as client:
+        yield client
+    if log is not None:
+        with contextlib.suppress(OSError):
+            log.unlink()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the worker side
 # ----------------------------------------------------------------------------------------------------------
@@ -470,6 +484,12 @@ def change_region_tasks(
         client.submit(change_region_task, plan, x, settings, threads, retries=TASK_RETRIES, pure=False)
         for x in inputs
     ]
+    yield from _in_order(client, futures)
+
+
+def _in_order(client: Any, futures: list[Any]) -> Iterator[Any]:
+    """The futures' results in submission order (a task's geodiff error raised here); whatever is not yet
+    collected is cancelled when the consumer stops early or fails."""
     try:
         for future in futures:
             yield _result(future.result())
@@ -488,8 +508,6 @@ def render_tasks(
         part = strip_features(plan, features, 0) if len(plan.strips) == 1 else features
         future = client.submit(render_task, plan, part, threads, retries=TASK_RETRIES, pure=False)
         submitted.append((wi, seed, plan, future))
-    try:
-        for wi, seed, plan, future in submitted:
-            yield wi, seed, plan, _result(future.result())
-    finally:
-        client.cancel([f for *_, f in submitted])
+    with contextlib.closing(_in_order(client, [f for *_, f in submitted])) as renders:  # cancels on exit
+        for (wi, seed, plan, _), rendered in zip(submitted, renders, strict=False):
+            yield wi, seed, plan, rendered

@@ -15,7 +15,7 @@ from geodiff.models import resolve_device, resolve_model
 from geodiff.noise import location_noise
 from geodiff.options import Sampler
 from geodiff.progress import ProgressCallback
-from geodiff.synth.plan import FAST_SAMPLER, check_request, window_overlap
+from geodiff.synth.plan import resolve_request, window_overlap
 from geodiff.tiling import layout_for
 
 if TYPE_CHECKING:
@@ -101,13 +101,8 @@ def synthesize_map(
     distilled student (see :func:`geodiff.synth.plan_synthesis`).
     """
     ref = resolve_model(model)
-    quality = ref.quality(quality)
-    steps = check_request(
-        steps, sampler, batch_size, seed, guidance_scale, quality, ref.default_steps(quality)
-    )
+    quality, steps, sampler = resolve_request(ref, quality, steps, sampler, batch_size, seed, guidance_scale)  # type: ignore[assignment]
     model_obj = ref.load(resolve_device(device), quality)
-    if quality == "fast":
-        sampler = FAST_SAMPLER  # type: ignore[assignment]
     tile, f = model_obj.config.tile_size, model_obj.latent_factor
     overlap = window_overlap(tile, f, blend)
     h, w = class_map.shape

@@ -185,6 +185,25 @@ def check_request(
     return steps
 
 
+def resolve_request(
+    ref: ModelRef,
+    quality: str | None,
+    steps: int | None,
+    sampler: str,
+    batch_size: int,
+    seed: int,
+    guidance_scale: float | None,
+) -> tuple[str, int, str]:
+    """``(quality, steps, sampler)`` of a sampling request on the model ``ref``, validated: the quality resolved
+    (:meth:`~geodiff.models.ModelRef.quality`), the steps defaulted (the student's for ``"fast"``) and the
+    sampler the run uses (``FAST_SAMPLER`` for ``"fast"``)."""
+    quality = ref.quality(quality)
+    steps = check_request(
+        steps, sampler, batch_size, seed, guidance_scale, quality, ref.default_steps(quality)
+    )
+    return quality, steps, FAST_SAMPLER if quality == "fast" else sampler
+
+
 def make_layout(grid: Grid, tile: int, latent_factor: int, blend: bool, max_strip_pixels: int):
     """The lattice-aligned window layout over ``grid`` and its strips of window rows."""
     overlap = window_overlap(tile, latent_factor, blend)
@@ -302,10 +321,9 @@ def plan_synthesis(
     settings = settings or get_settings()
     box = parse_bbox(bbox)
     ref = resolve_model(sampling.model, settings)
-    quality = ref.quality(sampling.quality)
-    steps = check_request(
-        sampling.steps, sampling.sampler, sampling.batch_size, sampling.seed, sampling.guidance_scale,
-        quality, ref.default_steps(quality),
+    quality, steps, sampler = resolve_request(
+        ref, sampling.quality, sampling.steps, sampling.sampler, sampling.batch_size, sampling.seed,
+        sampling.guidance_scale,
     )  # fmt: skip
     dev = resolve_device(sampling.device)
     cfg = ref.config
@@ -340,7 +358,7 @@ def plan_synthesis(
         ref,
         sampling.seed,
         steps,
-        FAST_SAMPLER if quality == "fast" else sampling.sampler,
+        sampler,
         guidance,
         dev,
         sampling.batch_size,
