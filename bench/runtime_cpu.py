@@ -46,7 +46,6 @@ import copy
 import datetime as _dt
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from run import device_name  # bench/run.py: the CPU's model name, as every benchmark reports it
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,16 +265,6 @@ def prep_openvino(ov_model: Any, inputs, threads: int) -> Callable[[], torch.Ten
 # ----------------------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def package_versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
@@ -450,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": shlex.join(["python", "bench/runtime_cpu.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
+        "cpu": device_name("cpu"),
         "cpu_count": os.cpu_count(),
         "loadavg_start": [round(v, 2) for v in os.getloadavg()],
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
