@@ -419,7 +419,7 @@ def _generate(
     check_dataset_output(out, overwrite)
 
     dev = resolve_device(sampling.device)
-    model_obj = ref.load(dev, quality)
+    model_obj = ref.load(dev, quality, sampling.runtime)
     res, tile = model_obj.config.resolution_m, model_obj.config.tile_size
     # resolved once, for all the plans below
     resolved = dataclasses.replace(sampling, model=ref, steps=steps, device=dev, quality=quality)

@@ -188,6 +188,7 @@ def plan_change(
     batch_size: int = 8,
     overwrite: bool = False,
     settings: Settings | None = None,
+    runtime: str = "torch",
 ) -> ChangePlan:
     """Plan the after image of ``before`` (a ``geodiff synth`` output) for an edited map.
 
@@ -248,7 +249,7 @@ def plan_change(
         BBox(*grid.bounds, crs=grid.crs), out, mask_out=mask, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, model=ref, seed=seed, steps=steps, sampler=tags["SAMPLER"],
         quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size,
-        crs=grid.crs.to_wkt(),
+        runtime=runtime, crs=grid.crs.to_wkt(),
         blend=tags.get("BLEND", "True") != "False", overwrite=overwrite, settings=settings,
     )  # fmt: skip
     if not _same_grid(plan.grid, grid):
@@ -628,7 +629,7 @@ def inpaint_change(
             patches.append((top - off_r, left - off_c, rgb))
             report(progress, 0.05 + 0.9 * (i + 1) / len(regions), f"region {i + 1}/{len(regions)} done")
     elif regions:
-        model = model if model is not None else plan.model.load(plan.device, plan.quality)
+        model = model if model is not None else plan.model.load(plan.device, plan.quality, plan.runtime)
         if on_event is not None:
             on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
         for i, region_in in enumerate(inputs):

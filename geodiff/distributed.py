@@ -139,11 +139,11 @@ def worker_device(device: str) -> str:
 
 def _worker_model(plan: SynthPlan) -> Any:
     device = worker_device(plan.device)
-    key = (str(plan.model.path), device, plan.quality)
+    key = (str(plan.model.path), device, plan.quality, plan.runtime)
     if plan.model.path is None:  # an in-memory model travelled with the plan
-        return plan.model.load(device, plan.quality)
+        return plan.model.load(device, plan.quality, plan.runtime)
     if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = plan.model.load(device, plan.quality)
+        _WORKER_MODELS[key] = plan.model.load(device, plan.quality, plan.runtime)
     return _WORKER_MODELS[key]
 
 
@@ -231,7 +231,9 @@ def plan_fingerprint(plan: SynthPlan, threads: int = 1) -> str:
             plan.layout.overlap,
         ],  # fmt: skip
         "strips": plan.strips,
-        "sampling": [plan.seed, plan.steps, plan.sampler, plan.quality, plan.guidance_scale, plan.blend],
+        "sampling": [plan.seed, plan.steps, plan.sampler, plan.quality, plan.guidance_scale, plan.blend]
+        # pixels differ within tolerance between runtimes: a run resumes on its own (torch runs as before)
+        + ([plan.runtime] if plan.runtime != "torch" else []),
         "arithmetic": [plan.batch_size, threads],
         "device_type": plan.device.split(":")[0],
         "model": [plan.model.name, plan.model.config.to_dict(), model_files],

@@ -89,28 +89,34 @@ class ModelRef:
             state["_loaded"] = {}
         return state
 
-    def load(self, device: str = "auto", quality: str | None = None) -> GeodiffModel:
+    def load(self, device: str = "auto", quality: str | None = None, runtime: str = "torch") -> GeodiffModel:
         """The :class:`~geodiff.model.GeodiffModel` on ``device`` (bf16 on CUDA, float32 on the CPU).
 
         ``quality``: ``"full"`` or ``"fast"`` (the folder's distilled student as the U-Net,
         :mod:`geodiff.model.student`); None: ``"full"`` for a folder, an in-memory model's own.
+        ``runtime``: ``"torch"``, or ``"onnx"`` (U-Net and decoder on ONNX Runtime, CPU only;
+        :mod:`geodiff.model.onnx_runtime`).
         """
         from geodiff.model import GeodiffModel
+        from geodiff.model.onnx_runtime import check_runtime
 
         dev = resolve_device(device)
+        check_runtime(runtime, dev)
         quality = self.quality(quality)
         if self.path is None:  # an in-memory model: move it; its quality is its own
-            model = next(iter(self._loaded.values()))
+            model = next(iter(self._loaded.values()))  # the torch one, always first
             if dev not in self._loaded:
                 self._loaded = {dev: model.to(device=dev, dtype=device_dtype(dev))}
-            return self._loaded[dev]
-        key = dev if quality == "full" else f"{dev}|{quality}"
+            key = dev if runtime == "torch" else f"{dev}|{runtime}"
+            if key not in self._loaded:
+                self._loaded[key] = self._loaded[dev].with_runtime(runtime)
+            return self._loaded[key]
+        key = f"{dev}|{quality}|{runtime}"
         if key not in self._loaded:
-            self._loaded = {
-                key: GeodiffModel.from_pretrained(
-                    self.path, device=dev, dtype=device_dtype(dev), quality=quality
-                )
-            }
+            model = GeodiffModel.from_pretrained(
+                self.path, device=dev, dtype=device_dtype(dev), quality=quality
+            )
+            self._loaded = {key: model.with_runtime(runtime)}
         return self._loaded[key]
 
     def quality(self, quality: str | None = None) -> str:
@@ -226,6 +232,7 @@ def load_model(
     model: GeodiffModel | str | os.PathLike[str] | None = None,
     device: str = "auto",
     quality: str | None = None,
+    runtime: str = "torch",
 ) -> GeodiffModel:
     """Load a model by name, folder or hub id (``None``: the default model) on ``device``.
 
@@ -239,13 +246,16 @@ def load_model(
         ``"full"`` (the teacher: 20 DPM-Solver++ steps, two U-Net passes each with guidance) or ``"fast"`` (the
         folder's distilled student: a few steps of one pass each; see :mod:`geodiff.model.student`); None:
         ``"full"``, or an in-memory model's own.
+    runtime
+        ``"torch"``, or ``"onnx"``: the U-Net and decoder on ONNX Runtime (CPU only; ``pip install
+        'geodiff[onnx]'``; :mod:`geodiff.model.onnx_runtime`).
 
     Returns
     -------
     geodiff.model.GeodiffModel
         In bfloat16 on CUDA, float32 on the CPU, in eval mode.
     """
-    return resolve_model(model).load(device, quality)
+    return resolve_model(model).load(device, quality, runtime)
 
 
 def installed_models(settings: Settings | None = None) -> list[ModelRef]:

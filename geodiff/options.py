@@ -29,6 +29,11 @@ QUALITIES: tuple[str, ...] = ("full", "fast")
 """``full``: the teacher (20 DPM-Solver++ steps, two U-Net passes each with guidance); ``fast``: the model
 folder's distilled student (a few steps of one pass each, guidance folded in)."""
 
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+"""``torch``: eager PyTorch (any device); ``onnx``: the U-Net and decoder on ONNX Runtime, CPU only, faster there
+with the same pixels within tolerance (:mod:`geodiff.model.onnx_runtime`)."""
+
 WORKER_THREADS = 1
 """Torch threads per Dask worker process when none are given: several workers share the machine's cores."""
 
@@ -56,10 +61,13 @@ class SamplingOptions:
     batch_size: int = 8
     quality: Quality | None = None
     """``None``: ``"full"`` for a model folder, an in-memory model's own."""
+    runtime: Runtime = "torch"
 
     def __post_init__(self) -> None:
         if self.quality is not None:
             check_quality(self.quality)
+        if self.runtime not in RUNTIMES:
+            raise InvalidParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
 
 
 def check_quality(quality: str) -> str:

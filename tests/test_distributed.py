@@ -60,11 +60,16 @@ def _read(path: Path) -> np.ndarray:
     return read_raster(path)[0]
 
 
-@pytest.mark.parametrize("quality", ["full", "fast"])
-def test_distributed_run_equals_single_process_bit_for_bit(tmp_path, tiny_model, client, one_thread, quality):
-    single = synthesize(_plan(tmp_path / "single.tif", tiny_model, quality=quality), settings=SETTINGS)
-    plan = _plan(tmp_path / "dist.tif", tiny_model, quality=quality)
-    assert plan.quality == quality
+@pytest.mark.parametrize(("quality", "runtime"), [("full", "torch"), ("fast", "torch"), ("full", "onnx")])
+def test_distributed_run_equals_single_process_bit_for_bit(
+    tmp_path, tiny_model, client, one_thread, quality, runtime
+):
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    kw = dict(quality=quality, runtime=runtime)
+    single = synthesize(_plan(tmp_path / "single.tif", tiny_model, **kw), settings=SETTINGS)
+    plan = _plan(tmp_path / "dist.tif", tiny_model, **kw)
+    assert (plan.quality, plan.runtime) == (quality, runtime)
     assert len(plan.strips) >= 3
     events = []
     fractions = []

@@ -16,6 +16,7 @@ from geodiff.cli.options import (
     output_path,
     overwrite_option,
     progress_option,
+    runtime_option,
     source_options,
 )
 from geodiff.options import ClusterOptions, SourceOptions
@@ -71,6 +72,7 @@ from geodiff.options import ClusterOptions, SourceOptions
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per U-Net call."
 )
 @device_option
+@runtime_option
 @cluster_options(
     workers_help="Inpaint the regions around the edits as tasks on a local Dask cluster of N worker processes "
     "(for many edits over a large area; the same pixels as one process).",
@@ -90,6 +92,7 @@ def change(
     model: str | None,
     batch_size: int,
     device: str,
+    runtime: str,
     cluster: ClusterOptions,
     progress_mode: str,
     overwrite: bool,
@@ -119,6 +122,7 @@ def change(
         device=device,
         batch_size=batch_size,
         overwrite=overwrite,
+        runtime=runtime,
     )
     progress = make_progress(progress_mode, "change")
     on_event = getattr(progress, "event", None)

@@ -15,6 +15,7 @@ from geodiff.cli.options import (
     overwrite_option,
     progress_option,
     quality_option,
+    runtime_option,
     seed_option,
     steps_option,
     threads_option,
@@ -67,6 +68,7 @@ from geodiff.options import use_threads
 @seed_option("Seed of the first tile (tile i uses seed+i).")
 @guidance_option
 @device_option
+@runtime_option
 @threads_option
 @click.option(
     "--seam-size",
@@ -97,6 +99,7 @@ def evaluate(
     seed: int,
     guidance_scale: float | None,
     device: str,
+    runtime: str,
     threads: int | None,
     seam_size: int,
     inception_weights: Path | None,
@@ -142,6 +145,7 @@ def evaluate(
             tx=tx,
             quality=quality,
             sampler=sampler,
+            runtime=runtime,
         )
     finally:
         close_progress(progress)

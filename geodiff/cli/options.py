@@ -20,6 +20,7 @@ import click
 from geodiff.errors import InvalidParameterError
 from geodiff.options import (
     QUALITIES,
+    RUNTIMES,
     WORKER_THREADS,
     ClusterOptions,
     OutputOptions,
@@ -132,6 +133,18 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
+def runtime_option(f: F) -> F:
+    """``--runtime torch|onnx``: eager PyTorch, or the U-Net and decoder on ONNX Runtime (CPU)."""
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIMES),
+        default="torch",
+        show_default=True,
+        help="onnx = the U-Net and decoder on ONNX Runtime: CPU only, 1.4-2.7x faster there, the same pixels "
+        "within tolerance; exported once per model into the cache folder (pip install 'geodiff[onnx]').",
+    )(f)
+
+
 def threads_option(f: F) -> F:
     return click.option(
         "--threads",
@@ -211,14 +224,14 @@ def quality_option(f: F) -> F:
 
 def sampling_options(seed_help: str = "Random seed; same seed + place = same image.") -> Callable[[F], F]:
     """``--model``, ``--seed``, ``--steps``, ``--sampler``, ``--quality``, ``--guidance-scale``, ``--batch-size``,
-    ``--device``
+    ``--device``, ``--runtime``
     -> ``sampling``: a :class:`~geodiff.options.SamplingOptions` (library defaults)."""
 
     def decorate(f: F) -> F:
         f = _gathered(
             "sampling", SamplingOptions, tuple(fl.name for fl in dataclasses.fields(SamplingOptions))
         )(f)
-        f = device_option(f)
+        f = runtime_option(device_option(f))
         f = click.option(
             "--batch-size",
             type=click.IntRange(min=1),

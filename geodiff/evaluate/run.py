@@ -40,12 +40,15 @@ from geodiff.synth.plan import DEFAULT_STEPS
 
 
 def load_model(
-    model_dir: str | os.PathLike[str] | None, device: str = "auto", quality: str | None = None
+    model_dir: str | os.PathLike[str] | None,
+    device: str = "auto",
+    quality: str | None = None,
+    runtime: str = "torch",
 ) -> Any:
     """Load a :class:`geodiff.model.GeodiffModel` (default: the default model) on ``device`` at ``quality``."""
     from geodiff.models import load_model as _load
 
-    return _load(model_dir, device, quality)
+    return _load(model_dir, device, quality, runtime)
 
 
 def _tile_step_noise(first_seed: int, n: int, shape: tuple[int, ...]):  # noqa: ANN202
@@ -207,6 +210,7 @@ def evaluate_model(
     tx: Any = None,
     quality: str | None = None,
     sampler: str | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Evaluate a model and write the report folder; returns the report dict.
 
@@ -223,7 +227,8 @@ def evaluate_model(
     steps, seed, device, guidance_scale, quality
         Sampling settings; tile ``i`` is sampled with seed ``seed + i``; steps and guidance default to the
         model's (20 DPM-Solver++ steps, or the student's few for ``quality="fast"``, the distilled sampler);
-        ``sampler`` ``"ddpm"``: the 1000-step ancestral reference (pass ``steps=1000``), full quality only.
+        ``sampler`` ``"ddpm"``: the 1000-step ancestral reference (pass ``steps=1000``), full quality only;
+        ``runtime`` ``"onnx"``: the U-Net and decoder on ONNX Runtime (CPU).
     limit
         Number of held-out tiles to synthesize and compare.
     segnet_steps
@@ -247,7 +252,7 @@ def evaluate_model(
     out = Path(out_dir)
     tx = tx if tx is not None else report_transaction(out, overwrite=True)
     with tx:  # every file of the folder published together, at the end
-        model = model if model is not None else load_model(model_dir, device, quality)
+        model = model if model is not None else load_model(model_dir, device, quality, runtime)
         if steps is None:
             steps = DEFAULT_STEPS[sampler] if sampler is not None else model.default_steps
         tile = int(model.config.tile_size)
@@ -337,6 +342,7 @@ def evaluate_model(
             "seg_net": str(seg_path),
             "steps": steps,
             "quality": model.quality,
+            "runtime": model.runtime,
             "sampler": sampler or ("lcm" if model.quality == "fast" else "dpm"),
             "guidance_scale": model.config.guidance(guidance_scale),
             "seed": seed,

@@ -31,6 +31,7 @@ from geodiff.errors import ModelError
 from geodiff.model.conditioning import Conditioning, MapConditioner
 from geodiff.model.config import ModelConfig
 from geodiff.model.folder import model_folder
+from geodiff.model.onnx_runtime import OnnxParts, check_runtime
 from geodiff.model.student import (
     StudentInfo,
     guidance_embedding,
@@ -286,6 +287,8 @@ class GeodiffModel(nn.Module):
         self.student: StudentInfo | None = None
         """Set when the U-Net is the distilled fast sampler (``quality="fast"``, :mod:`geodiff.model.student`)."""
         self.student_scheduler_config: dict[str, Any] | None = None
+        self.onnx: OnnxParts | None = None
+        """Set when the U-Net and decoder run on ONNX Runtime (:meth:`with_runtime`)."""
 
     # -- properties -----------------------------------------------------------------------------------------
     @property
@@ -320,6 +323,29 @@ class GeodiffModel(nn.Module):
             unet = {torch.float16: unet.half, torch.bfloat16: unet.bfloat16}.get(self.dtype, unet.float)()
         self.unet = unet.to(self.device)
         self.student, self.student_scheduler_config = info, dict(scheduler_config)
+
+    @property
+    def runtime(self) -> str:
+        """``"onnx"`` when the U-Net and decoder run on ONNX Runtime, else ``"torch"``."""
+        return "torch" if self.onnx is None else "onnx"
+
+    def with_runtime(self, runtime: str, cache_dir: str | os.PathLike[str] | None = None) -> GeodiffModel:
+        """This model sampling on ``runtime``: itself for its own, else a shallow copy sharing the weights.
+
+        ``"onnx"`` exports the U-Net and decoder to ``<cache_dir>/onnx`` on first use (default: the settings'
+        cache folder; :mod:`geodiff.model.onnx_runtime`).
+        """
+        check_runtime(runtime, self.device)
+        if runtime == self.runtime:
+            return self
+        other = copy.copy(self)  # shares the submodules: weights are not copied
+        if runtime == "torch":
+            other.onnx = None
+        else:
+            from geodiff.settings import get_settings
+
+            other.onnx = OnnxParts(self.unet, self.vae, cache_dir or get_settings().cache_dir)
+        return other
 
     @property
     def device(self) -> torch.device:
@@ -392,6 +418,8 @@ class GeodiffModel(nn.Module):
             s = self.config.guidance(None) if guidance_scale is None else guidance_scale
             s = torch.as_tensor(s, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
             t_cond = guidance_embedding(s, dim).to(x.dtype)
+        if self.onnx is not None:
+            return self.onnx.unet(x, t, cond.context, t_cond)
         return self.unet(x, t, encoder_hidden_states=cond.context.to(x.dtype), timestep_cond=t_cond).sample
 
     def _scale_shift(self) -> tuple[float, float]:
@@ -429,7 +457,8 @@ class GeodiffModel(nn.Module):
         """Scaled latents -> images ``[B, 3, H, W]`` in ``[-1, 1]``."""
         scale, shift = self._scale_shift()
         vdtype = next(self.vae.parameters()).dtype
-        img = self.vae.decode(latents.to(vdtype) / scale + shift).sample
+        z = latents.to(vdtype) / scale + shift
+        img = self.onnx.decode(z) if self.onnx is not None else self.vae.decode(z).sample
         return img.clamp(-1, 1)
 
     def noise_scheduler(self) -> DDPMScheduler:

@@ -92,17 +92,18 @@ def synthesize_map(
     place: str = "local",
     progress: ProgressCallback | None = None,
     quality: str | None = None,
+    runtime: str = "torch",
 ) -> np.ndarray:
     """Synthesize an (H, W, 3) uint8 image for an in-memory (H, W) class map (no georeferencing).
 
     The map is padded by edge replication to whole windows. ``origin`` (global pixel row, col) and ``place``
     (the noise key, e.g. ``"EPSG:32632"``) put it on the world's noise lattice: two calls with maps at the same
     place and origin and the same seed start from the same noise. ``quality="fast"``: the model folder's
-    distilled student (see :func:`geodiff.synth.plan_synthesis`).
+    distilled student; ``runtime="onnx"``: ONNX Runtime (see :func:`geodiff.synth.plan_synthesis`).
     """
     ref = resolve_model(model)
     quality, steps, sampler = resolve_request(ref, quality, steps, sampler, batch_size, seed, guidance_scale)  # type: ignore[assignment]
-    model_obj = ref.load(resolve_device(device), quality)
+    model_obj = ref.load(resolve_device(device), quality, runtime)
     tile, f = model_obj.config.tile_size, model_obj.latent_factor
     overlap = window_overlap(tile, f, blend)
     h, w = class_map.shape

@@ -58,6 +58,7 @@ class SynthPlan:
     cog: bool = False
     seconds_estimate: float | None = None
     quality: str = "full"
+    runtime: str = "torch"
 
     @property
     def unet_passes(self) -> int:
@@ -99,7 +100,8 @@ class SynthPlan:
             f"windows: {self.windows} of {self.layout.tile} px ({len(self.layout.rows)} rows x "
             f"{len(self.layout.cols)} cols, {self.layout.overlap} px overlap) in {len(self.strips)} strip(s)",
             f"sampler: {self.sampler} ({self.quality} quality), {self.steps} steps{guidance} = "
-            f"{self.unet_passes} U-Net passes per window, batch {self.batch_size}, device {self.device}",
+            f"{self.unet_passes} U-Net passes per window, batch {self.batch_size}, device {self.device}"
+            + (f" on {self.runtime}" if self.runtime != "torch" else ""),
             f"model: {self.model.name}",
         ]
         if self.outputs:
@@ -125,6 +127,7 @@ class SynthPlan:
             "unet_passes": self.unet_passes,
             "guidance_scale": self.guidance_scale,
             "device": self.device,
+            "runtime": self.runtime,
             "model": self.model.name,
             "outputs": [str(p) for p in self.outputs],
             "cog": self.cog,
@@ -241,6 +244,7 @@ def plan_synthesis(
     device: str = "auto",
     batch_size: int = 8,
     quality: str | None = None,
+    runtime: str = "torch",
     resolution: float | None = None,
     crs: str | None = None,
     blend: bool = True,
@@ -274,6 +278,9 @@ def plan_synthesis(
     quality
         ``"full"`` (default for a model folder) or ``"fast"``: the folder's distilled student, a few steps of one
         U-Net pass each (steps default to the student's; ``sampler`` must be left out).
+    runtime
+        ``"torch"`` or ``"onnx"``: the U-Net and decoder on ONNX Runtime (CPU only, ``pip install
+        'geodiff[onnx]'``; exported once per model into the cache folder; pixels within tolerance of torch's).
     device, batch_size
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; windows per U-Net call.
     resolution
@@ -306,10 +313,12 @@ def plan_synthesis(
         Before any data is read or any weights are loaded (the size check uses the model's config only).
     """
     from geodiff.io import check_output_paths, check_style_paths
+    from geodiff.model.onnx_runtime import check_runtime
 
     sampling = options_from(
         SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
         sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size, quality=quality,
+        runtime=runtime,
     )  # fmt: skip
     source = options_from(
         SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field
@@ -326,6 +335,7 @@ def plan_synthesis(
         sampling.guidance_scale,
     )  # fmt: skip
     dev = resolve_device(sampling.device)
+    check_runtime(sampling.runtime, dev)
     cfg = ref.config
     res = cfg.resolution_m
     if resolution is not None and not math.isclose(resolution, res, rel_tol=1e-6):
@@ -369,7 +379,8 @@ def plan_synthesis(
         output.overwrite,
         cog=bool(cog) if cog is not None else grid.width * grid.height > settings.cog_min_pixels,
         quality=quality,
+        runtime=sampling.runtime,
     )
     if estimate:
-        plan.seconds_estimate = estimate_seconds(ref.load(dev, quality), plan)
+        plan.seconds_estimate = estimate_seconds(ref.load(dev, quality, plan.runtime), plan)
     return plan

@@ -80,7 +80,7 @@ def render(
 
     The same pixels :func:`synthesize` writes for the plan (for small areas: augmentation tiles, previews).
     """
-    model = model if model is not None else plan.model.load(plan.device, plan.quality)
+    model = model if model is not None else plan.model.load(plan.device, plan.quality, plan.runtime)
     rgb = np.zeros((*plan.grid.shape, 3), np.uint8)
     cmap = np.zeros(plan.grid.shape, np.uint8)
 
@@ -132,7 +132,7 @@ def synthesize(
     if plan.out_path is None:
         raise InvalidParameterError("the plan has no output path: plan_synthesis(bbox, out_path, ...)")
     started = time.monotonic()
-    model = plan.model.load(plan.device, plan.quality)
+    model = plan.model.load(plan.device, plan.quality, plan.runtime)
     if on_event is not None:
         on_event(event="device", device=plan.device, dtype=str(model.dtype).removeprefix("torch."))
     tags = provenance(plan)
