@@ -156,6 +156,7 @@ def main():
         "--threads",
         "--guidance-scale",
         "--quality",
+        "--runtime",
         "--before",
         "--edits",
         "--map",

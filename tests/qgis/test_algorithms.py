@@ -436,6 +436,10 @@ def test_sampling_options_threads_guidance_and_gpu(fake_geodiff, tmp_path):
     (tmp_path / "a.tif").unlink()
     run("geodiff:synthesize", {**params, "QUALITY": "fast"})  # by name, as saved models and scripts give it
     assert arg_value(cli_args(fake_geodiff), "--quality") == "fast"
+    assert "--runtime" not in cli_args(fake_geodiff)  # torch, geodiff's default, is not spelled out
+    (tmp_path / "a.tif").unlink()
+    run("geodiff:synthesize", {**params, "RUNTIME": "onnx"})
+    assert arg_value(cli_args(fake_geodiff), "--runtime") == "onnx"
     (tmp_path / "a.tif").unlink()
     cuda1 = SamplingParameters.DEVICES.index("cuda:1")
     assert SamplingParameters.DEVICES[:3] == ["auto", "cpu", "cuda"]  # saved indices keep their meaning
@@ -546,7 +550,11 @@ def test_augment_needs_an_area_or_polygons_and_a_real_folder(fake_geodiff, tmp_p
 
 
 def test_augment_cost_line_follows_the_quality(fake_geodiff, tmp_path):
-    from geodiff_qgis.algorithms.base import CPU_SECONDS_PER_WINDOW, CPU_SECONDS_PER_WINDOW_FAST
+    from geodiff_qgis.algorithms.base import (
+        CPU_ONNX_SPEEDUP,
+        CPU_SECONDS_PER_WINDOW,
+        CPU_SECONDS_PER_WINDOW_FAST,
+    )
 
     lines = {}
     for quality in ("full", "fast"):
@@ -559,6 +567,12 @@ def test_augment_cost_line_follows_the_quality(fake_geodiff, tmp_path):
         assert arg_value(cli_args(fake_geodiff), "--quality") == quality
     assert f"estimated {10 * CPU_SECONDS_PER_WINDOW:.0f} s" in lines["full"]
     assert f"estimated {10 * CPU_SECONDS_PER_WINDOW_FAST:.0f} s" in lines["fast"]
+    feedback = RecordingFeedback()
+    params = {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "N_TILES": 10, "RUNTIME": "onnx",
+              "OUTPUT_FOLDER": str(tmp_path / "onnx")}  # fmt: skip
+    run("geodiff:augment", params, feedback)
+    assert f"estimated {10 * CPU_SECONDS_PER_WINDOW / CPU_ONNX_SPEEDUP['full']:.0f} s" in feedback.textLog()
+    assert arg_value(cli_args(fake_geodiff), "--runtime") == "onnx"
 
 
 def test_augment_above_the_limit_is_refused_before_geodiff_runs(fake_geodiff, tmp_path):

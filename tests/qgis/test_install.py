@@ -17,26 +17,35 @@ pytestmark = pytest.mark.qgis
 VERSION = "0.0.1+test"
 
 
-def build_wheel(folder):
+def build_wheel(folder, name="geodiff", onnx_extra=None):
     """A minimal wheel of a 'geodiff' distribution whose console script answers --version, written by hand:
-    the test needs no build tools, no index and no network."""
+    the test needs no build tools, no index and no network. ``onnx_extra``: the one package its extra 'onnx'
+    requires (another such wheel); ``name`` other than geodiff: a bare package of that name."""
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {VERSION}\n"
+    if onnx_extra:
+        meta += f"Provides-Extra: onnx\nRequires-Dist: {onnx_extra} ; extra == 'onnx'\n"
     files = {
-        "geodiff_stub/__init__.py": (
+        f"{name}-{VERSION}.dist-info/METADATA": meta,
+        f"{name}-{VERSION}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    if name == "geodiff":
+        files["geodiff_stub/__init__.py"] = (
             "import sys\n\ndef main():\n"
             f"    print('geodiff, version {VERSION}') if sys.argv[1:] == ['--version'] else sys.exit(2)\n"
-        ),
-        f"geodiff-{VERSION}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: geodiff\nVersion: {VERSION}\n",
-        f"geodiff-{VERSION}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-        f"geodiff-{VERSION}.dist-info/entry_points.txt": "[console_scripts]\ngeodiff = geodiff_stub:main\n",
-    }
+        )
+        files[f"geodiff-{VERSION}.dist-info/entry_points.txt"] = (
+            "[console_scripts]\ngeodiff = geodiff_stub:main\n"
+        )
+    else:
+        files[f"{name}/__init__.py"] = ""
     record = []
-    for name, text in files.items():
+    for path, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(text.encode())}")
-    record.append(f"geodiff-{VERSION}.dist-info/RECORD,,")
-    files[f"geodiff-{VERSION}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    wheel = Path(folder) / f"geodiff-{VERSION}-py3-none-any.whl"
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-{VERSION}.dist-info/RECORD,,")
+    files[f"{name}-{VERSION}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = Path(folder) / f"{name}-{VERSION}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for name, text in files.items():
             zf.writestr(name, text)
@@ -78,6 +87,30 @@ def test_install_from_a_wheel_offline_sets_the_executable(qgis_app, tmp_path):
 
         assert find_executable(ProcessingConfig.getSetting(EXECUTABLE_SETTING)) == str(exe)
         assert geodiff_version(str(exe)) == VERSION
+    finally:
+        set_executable(None)
+
+
+def test_install_with_onnx_runtime_installs_the_onnx_extra(qgis_app, tmp_path):
+    import subprocess
+
+    import processing
+    from geodiff_qgis.algorithms.install_algorithm import default_environment
+    from geodiff_qgis.cli import BIN_DIR
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = build_wheel(wheels, onnx_extra="onnxprobe")
+    build_wheel(wheels, name="onnxprobe")  # stands for onnxruntime: only the extra brings it
+    set_executable(None)
+    python = default_environment() / BIN_DIR / "python"
+    try:
+        params = {"WHEEL": str(wheel), "FIND_LINKS": str(wheels)}
+        processing.run("geodiff:install", params, feedback=QgsProcessingFeedback())
+        probe = [str(python), "-c", "import onnxprobe"]
+        assert subprocess.run(probe, capture_output=True).returncode != 0  # not without the box ticked
+        processing.run("geodiff:install", {**params, "WITH_ONNX": True}, feedback=QgsProcessingFeedback())
+        assert subprocess.run(probe, capture_output=True).returncode == 0
     finally:
         set_executable(None)
 

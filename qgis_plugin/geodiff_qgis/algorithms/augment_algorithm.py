@@ -23,7 +23,13 @@ from qgis.core import (
 )
 
 from ..styles import class_map_qml, rgb_qml, sidecar
-from .base import CPU_SECONDS_PER_WINDOW, CPU_SECONDS_PER_WINDOW_FAST, OSM_ATTRIBUTION, GeodiffAlgorithm
+from .base import (
+    CPU_ONNX_SPEEDUP,
+    CPU_SECONDS_PER_WINDOW,
+    CPU_SECONDS_PER_WINDOW_FAST,
+    OSM_ATTRIBUTION,
+    GeodiffAlgorithm,
+)
 from .synthesize_algorithm import SamplingParameters
 
 TILE_PX = 256  # the model's window
@@ -201,6 +207,8 @@ class AugmentAlgorithm(SamplingParameters, GeodiffAlgorithm):
         quality = self.quality(parameters, context)
         default = DEFAULT_STEPS[quality]
         seconds = cost * SECONDS_PER_WINDOW[quality] * (steps or default) / default
+        if self.runtime(parameters, context) == "onnx":
+            seconds /= CPU_ONNX_SPEEDUP[quality]
         feedback.pushInfo(
             self.tr(
                 "{} tiles x {} samples: {} windows of the model ({} quality), estimated {} on CPU (a GPU is far "

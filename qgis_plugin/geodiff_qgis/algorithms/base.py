@@ -37,6 +37,9 @@ CPU_SECONDS_PER_WINDOW = 5
 # Quality 'fast' (the distilled student, 4 one-pass steps instead of 20 two-pass ones): 8.5x less in the same
 # run (bench/results/distill_pilot/README.md).
 CPU_SECONDS_PER_WINDOW_FAST = 0.6
+# Runtime 'onnx' (the U-Net and decoder on ONNX Runtime): seconds per tile divided by these on 2 CPU threads
+# (bench/results/runtime_cpu/README.md).
+CPU_ONNX_SPEEDUP = {"full": 1.47, "fast": 1.36}
 MIN_RESOLUTION = 0.05  # metres per pixel: finer than any aerial model; keeps the dialog's spin box above 0
 
 # The CLI's option names in its messages, said in terms of this dialog's parameters.
@@ -51,6 +54,8 @@ CLI_TERMS = {
     "--crs": "'Output CRS'",
     "--steps": "'Denoising steps'",
     "--quality": "'Quality'",
+    "--runtime": "'Runtime'",
+    "pip install 'geodiff[onnx]'": "'Install geodiff' with 'Also install ONNX Runtime' ticked",
     "--sampler": "the sampler",
     "--seed": "'Random seed'",
     "--device cpu": "'Device' = cpu",

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsApplication,
     QgsProcessingException,
     QgsProcessingOutputFile,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
 )
 
@@ -38,6 +39,7 @@ class InstallAlgorithm(GeodiffAlgorithm):
     FIND_LINKS = "FIND_LINKS"
     PYTHON = "PYTHON"
     EXECUTABLE = "EXECUTABLE"
+    WITH_ONNX = "WITH_ONNX"
     ICON = "synthesize.svg"
 
     def name(self):
@@ -71,6 +73,15 @@ class InstallAlgorithm(GeodiffAlgorithm):
                 self.tr("Folder of wheels, for a machine without internet (pip --no-index --find-links)"),
                 behavior=QgsProcessingParameterFile.Folder,
                 optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.WITH_ONNX,
+                self.tr(
+                    "Also install ONNX Runtime (the 'Runtime' = onnx option: about 1.4x faster on a CPU)"
+                ),
+                defaultValue=False,
             )
         )
         self.addParameter(
@@ -131,7 +142,9 @@ class InstallAlgorithm(GeodiffAlgorithm):
 
         pip = [str(venv_python), "-m", "pip", "install", "--upgrade", "--progress-bar", "off"]
         pip += ["--no-index", "--find-links", find_links] if find_links else []
-        pip.append(wheel or "geodiff")
+        # the extra: ONNX Runtime for the 'Runtime' = onnx parameter (pip reads extras after a wheel path too)
+        with_onnx = self.parameterAsBool(parameters, self.WITH_ONNX, context)
+        pip.append((wheel or "geodiff") + ("[onnx]" if with_onnx else ""))
         feedback.setProgressText(self.tr("Installing {} with pip (torch alone is a large download)").format(
             Path(wheel).name if wheel else "geodiff"))  # fmt: skip
         run_geodiff(pip[0], pip[1:], feedback, name="pip install", on_line=PipProgress(feedback, 10, 90))
