@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("qgis.core", reason="needs python3-qgis (run tests/qgis/run.sh with Debian's python)")
 
 from qgis.core import (  # noqa: E402
+    QgsApplication,
     QgsFeature,
     QgsGeometry,
     QgsProcessingException,
@@ -325,6 +326,8 @@ def test_missing_executable_says_how_to_install(fake_geodiff, monkeypatch, tmp_p
     set_executable(None)
     monkeypatch.setenv("PATH", str(tmp_path))  # no geodiff on PATH
     monkeypatch.setenv("HOME", str(tmp_path))  # and no venv in the usual places
+    # nor where 'Install geodiff' puts one (tests/qgis/test_install.py may have, earlier in this session)
+    monkeypatch.setattr(QgsApplication, "qgisSettingsDirPath", staticmethod(lambda: str(tmp_path)))
     text = run_error(
         "geodiff:rasterize",
         {"EXTENT": extent_param(EXTENT_4326, "EPSG:4326"), "OUTPUT": str(tmp_path / "map.tif")},

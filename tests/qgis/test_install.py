@@ -107,6 +107,8 @@ def test_install_with_onnx_runtime_installs_the_onnx_extra(qgis_app, tmp_path):
     try:
         params = {"WHEEL": str(wheel), "FIND_LINKS": str(wheels)}
         processing.run("geodiff:install", params, feedback=QgsProcessingFeedback())
+        # the environment outlives a test: an earlier run of this one left the probe there
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "onnxprobe"], capture_output=True)
         probe = [str(python), "-c", "import onnxprobe"]
         assert subprocess.run(probe, capture_output=True).returncode != 0  # not without the box ticked
         processing.run("geodiff:install", {**params, "WITH_ONNX": True}, feedback=QgsProcessingFeedback())
