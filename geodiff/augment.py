@@ -288,6 +288,7 @@ def generate_dataset(
     threads_per_worker: int = 1,
     *,
     quality: str | None = None,
+    runtime: str = "torch",
     sampling: SamplingOptions | None = None,
     source: SourceOptions | None = None,
     cluster: ClusterOptions | None = None,
@@ -314,8 +315,9 @@ def generate_dataset(
         A :class:`~geodiff.model.GeodiffModel`, a model name or folder, or None for the default model.
     osm_path, vector_path, class_field, crs
         Map source and output CRS (default: UTM of each window), as for ``geodiff synth``.
-    steps, sampler, guidance_scale, device, batch_size, quality
-        Sampling settings, as for :func:`geodiff.synth.plan_synthesis` (``quality="fast"``: the distilled student).
+    steps, sampler, guidance_scale, device, batch_size, quality, runtime
+        Sampling settings, as for :func:`geodiff.synth.plan_synthesis` (``quality="fast"``: the distilled student;
+        ``runtime="onnx"``: ONNX Runtime on the CPU).
     fmt
         ``"tif"`` (georeferenced GeoTIFF pairs) or ``"png"`` (plain PNG pairs).
     min_labeled
@@ -348,6 +350,7 @@ def generate_dataset(
     sampling = options_from(
         SamplingOptions, sampling, "sampling", model=model, device=device, seed=seed, steps=steps,
         sampler=sampler, guidance_scale=guidance_scale, batch_size=batch_size, quality=quality,
+        runtime=runtime,
     )  # fmt: skip
     source = options_from(
         SourceOptions, source, "source", osm_path=osm_path, vector_path=vector_path, class_field=class_field

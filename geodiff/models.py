@@ -202,7 +202,8 @@ def resolve_model(
     )  # an instance exists only once the class (and torch) is loaded
     if core is not None and isinstance(model, core.GeodiffModel):
         ref = ModelRef(model.name_or_path or "in-memory model", None, model.config)
-        ref._loaded[str(model.device)] = model
+        # the torch model first: the plan's runtime decides, not the one the object was made with
+        ref._loaded[str(model.device)] = model.with_runtime("torch")
         return ref
     settings = settings or get_settings()
     if model is None:

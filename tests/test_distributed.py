@@ -56,6 +56,12 @@ def _plan(out: Path, model: Path, **kw):
     return plan_synthesis(parse_bbox(TOWN_BBOX), out, model=str(model), settings=SETTINGS, **{**FAST, **kw})
 
 
+def _worker_runtimes() -> list[str]:
+    from geodiff import distributed as on_worker
+
+    return [m.runtime for m in on_worker._WORKER_MODELS.values()]
+
+
 def _read(path: Path) -> np.ndarray:
     return read_raster(path)[0]
 
@@ -79,6 +85,9 @@ def test_distributed_run_equals_single_process_bit_for_bit(
     )  # fmt: skip
     np.testing.assert_array_equal(_read(single.image_path), _read(dist.image_path))
     np.testing.assert_array_equal(_read(single.mask_path), _read(dist.mask_path))
+    # the workers sampled on the plan's runtime (one grey level apart, equal pixels alone would not show it)
+    held = client.run(_worker_runtimes)
+    assert any(runtime in runtimes for runtimes in held.values())
     assert any(
         e["event"] == "cluster" and e["workers"] == 2 and e["tasks"] == len(plan.strips) for e in events
     )

@@ -140,8 +140,9 @@ def runtime_option(f: F) -> F:
         type=click.Choice(RUNTIMES),
         default="torch",
         show_default=True,
-        help="onnx = the U-Net and decoder on ONNX Runtime: CPU only, 1.4-2.7x faster there, the same pixels "
-        "within tolerance; exported once per model into the cache folder (pip install 'geodiff[onnx]').",
+        help="onnx = the U-Net and decoder on ONNX Runtime: CPU only, about 1.4x faster per tile there, pixels "
+        "within one level of torch's; exported once per model and window size into the cache folder (20-40 s; "
+        "pip install 'geodiff[onnx]').",
     )(f)
 
 

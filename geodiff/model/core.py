@@ -338,7 +338,9 @@ class GeodiffModel(nn.Module):
         check_runtime(runtime, self.device)
         if runtime == self.runtime:
             return self
-        other = copy.copy(self)  # shares the submodules: weights are not copied
+        # shares the submodules (and the dicts holding them): weights are not copied; swap parts (use_student)
+        # before choosing the runtime, as loading does
+        other = copy.copy(self)
         if runtime == "torch":
             other.onnx = None
         else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -73,13 +74,26 @@ class _DecoderCall(nn.Module):
         return self.vae.decode(z, return_dict=False)[0]
 
 
-def _digest(module: nn.Module) -> str:
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _digest(call: nn.Module) -> str:
+    """What decides an exported graph: the weights, the part's config and the code and versions that export it."""
+    import diffusers
     import onnxruntime
 
-    h = hashlib.sha256(f"torch {torch.__version__} onnxruntime {onnxruntime.__version__}".encode())
-    for name, tensor in module.state_dict().items():
+    from geodiff import __version__
+
+    part = next(iter(call.children()))
+    versions = f"geodiff {__version__} torch {torch.__version__} diffusers {diffusers.__version__} "
+    versions += f"onnxruntime {onnxruntime.__version__}"
+    h = hashlib.sha256(versions.encode())
+    h.update(json.dumps(dict(getattr(part, "config", {})), sort_keys=True, default=str).encode())
+    for name, tensor in call.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -107,31 +121,51 @@ class OnnxParts:
         return self._run("decoder", (z.float(),))
 
     def _run(self, part: str, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        shape = tuple(d for x in inputs for d in x.shape[1:])
-        key = (part, shape)
+        # one session per part, input shape and torch's thread count at the call (--threads, a Dask worker's)
+        key = (part, tuple(d for x in inputs for d in x.shape[1:]), torch.get_num_threads())
         if key not in self.sessions:
             self.sessions[key] = self._session(part, inputs)
         sess = self.sessions[key]
-        feed = {i.name: x.contiguous().numpy() for i, x in zip(sess.get_inputs(), inputs, strict=True)}
-        return torch.from_numpy(sess.run(None, feed)[0])
+        try:
+            return torch.from_numpy(sess.run(None, self._feed(sess, inputs))[0])
+        except Exception as exc:  # a graph from another version of this code wants other inputs
+            raise ModelError(
+                f"ONNX Runtime could not run the model's cached {part} ({_one_line(exc)}): delete "
+                f"{self.folder} to export it again, or use --runtime torch"
+            ) from exc
 
-    def _session(self, part: str, inputs: tuple[torch.Tensor, ...]) -> Any:
+    @staticmethod
+    def _feed(sess: Any, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        names = [i.name for i in sess.get_inputs()]
+        if len(names) != len(inputs):
+            raise ValueError(f"the graph takes {len(names)} inputs, the model gives {len(inputs)}")
+        return {n: x.contiguous().numpy() for n, x in zip(names, inputs, strict=True)}
+
+    def _path(self, part: str, inputs: tuple[torch.Tensor, ...]) -> Path:
+        tag = "x".join(str(d) for d in inputs[0].shape[1:]) + ("g" if len(inputs) == 4 else "")
+        return self.folder / f"{part}-{self.digests[part]}-{tag}.onnx"
+
+    def _open(self, path: Path) -> Any:
         import onnxruntime as ort
 
-        tag = "x".join(str(d) for d in inputs[0].shape[1:]) + ("g" if len(inputs) == 4 else "")
-        path = self.folder / f"{part}-{self.digests[part]}-{tag}.onnx"
-        fresh = not path.is_file()
-        if fresh:
-            self._export(part, inputs, path)
         so = ort.SessionOptions()
         so.intra_op_num_threads = torch.get_num_threads()
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        if fresh:
-            self._check(part, sess, inputs, path)
-        return sess
+        try:
+            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(
+                f"ONNX Runtime could not load {path} ({_one_line(exc)}): delete the file to export it again, "
+                "or use --runtime torch"
+            ) from exc
+
+    def _session(self, part: str, inputs: tuple[torch.Tensor, ...]) -> Any:
+        path = self._path(part, inputs)
+        if not path.is_file():
+            self._export(part, inputs, path)
+        return self._open(path)
 
     def _export(self, part: str, inputs: tuple[torch.Tensor, ...], path: Path) -> None:
         from geodiff.io import atomic_path
@@ -142,7 +176,9 @@ class OnnxParts:
         # workers) run the very same graph
         example = tuple(x[:1].expand(2, *x.shape[1:]).contiguous() for x in inputs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=True) as tmp, warnings.catch_warnings():
+        # checked before it is published: a graph in the cache folder has passed the check
+        verify = lambda tmp: self._check(part, self._open(tmp), inputs)  # noqa: E731
+        with atomic_path(path, overwrite=True, verify=verify) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             try:
@@ -152,8 +188,7 @@ class OnnxParts:
                 )  # fmt: skip
             except Exception as exc:
                 raise ModelError(
-                    f"could not export the model's {part} to ONNX ({type(exc).__name__}: {exc}); "
-                    "use --runtime torch"
+                    f"could not export the model's {part} to ONNX ({_one_line(exc)}): use --runtime torch"
                 ) from exc
 
     @staticmethod
@@ -163,14 +198,12 @@ class OnnxParts:
             return (dim, dim, dim) + ((tuple(dim for _ in range(n - 3)),) if n > 3 else ())
         return (dim,)
 
-    def _check(self, part: str, sess: Any, inputs: tuple[torch.Tensor, ...], path: Path) -> None:
+    def _check(self, part: str, sess: Any, inputs: tuple[torch.Tensor, ...]) -> None:
         with torch.no_grad():
             want = self.calls[part](*inputs).float()
-        feed = {i.name: x.contiguous().numpy() for i, x in zip(sess.get_inputs(), inputs, strict=True)}
-        got = torch.from_numpy(sess.run(None, feed)[0])
+        got = torch.from_numpy(sess.run(None, self._feed(sess, inputs))[0])
         rel = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
         if not rel <= TOLERANCE:
-            path.unlink(missing_ok=True)
             raise ModelError(
                 f"the ONNX export of the model's {part} differs from torch by {rel:.2g} (relative, over the "
                 f"{TOLERANCE:g} accepted): use --runtime torch"

@@ -280,7 +280,7 @@ def plan_synthesis(
         U-Net pass each (steps default to the student's; ``sampler`` must be left out).
     runtime
         ``"torch"`` or ``"onnx"``: the U-Net and decoder on ONNX Runtime (CPU only, ``pip install
-        'geodiff[onnx]'``; exported once per model into the cache folder; pixels within tolerance of torch's).
+        'geodiff[onnx]'``; exported once per model and window size into the cache folder; pixels within tolerance of torch's).
     device, batch_size
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; windows per U-Net call.
     resolution

@@ -22,6 +22,7 @@ from town import TOWN, TOWN_BBOX
 
 pytest.importorskip("onnxruntime")
 KW = dict(osm_path=TOWN, device="cpu", seed=4, steps=3)
+ONE_STEP = {**KW, "steps": 1}
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,69 @@ def test_cli_runtime_reaches_the_plan(model, tmp_path, capsys):
     assert plan["runtime"] == "onnx"
     rc = main([*args, "--out", str(tmp_path / "b.tif"), "--runtime", "tvm", "--dry-run"])
     assert rc == 2 and "'tvm' is not one of 'torch', 'onnx'" in capsys.readouterr().err
+
+
+def test_a_damaged_cached_graph_says_what_to_do(model, tmp_path):
+    synthesize(TOWN_BBOX, tmp_path / "a.tif", model=str(model), runtime="onnx", **ONE_STEP)
+    graph = next((get_settings().cache_dir / "onnx").glob("unet-*.onnx"))
+    graph.write_bytes(graph.read_bytes()[:1000])  # cut short, as a full disk or a killed copy leaves it
+    with pytest.raises(ModelError, match=r"could not load .*unet-.*\.onnx.*delete the file"):
+        synthesize(TOWN_BBOX, tmp_path / "b.tif", model=str(model), runtime="onnx", **ONE_STEP)
+    assert not (tmp_path / "b.tif").exists()
+    graph.unlink()  # as the message says: exported afresh
+    synthesize(TOWN_BBOX, tmp_path / "c.tif", model=str(model), runtime="onnx", **ONE_STEP)
+    np.testing.assert_array_equal(_pixels_of(tmp_path / "a.tif"), _pixels_of(tmp_path / "c.tif"))
+
+
+def _pixels_of(path: Path) -> np.ndarray:
+    return read_raster(path)[0]
+
+
+def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
+    model, tmp_path, exports, monkeypatch
+):
+    from geodiff.augment import generate_dataset
+    from geodiff.change import synthesize_change
+    from geodiff.distributed import plan_fingerprint
+    from geodiff.grid import parse_bbox
+    from geodiff.io import write_class_map
+
+    res = generate_dataset(
+        tmp_path / "aug", windows=[parse_bbox(TOWN_BBOX)], model=str(model), runtime="onnx", **ONE_STEP
+    )
+    assert sorted(exports) == ["_DecoderCall", "_UNetCall"] and res.n_samples == 1
+    before = synthesize(TOWN_BBOX, tmp_path / "before.tif", model=str(model), **ONE_STEP)
+    mask, grid, _ = read_raster(before.mask_path)
+    new = mask[0].copy()
+    new[40:50, 60:75] = 1
+    write_class_map(tmp_path / "edited.tif", new, grid)
+    calls = []
+    run = onnx_runtime.OnnxParts._run
+    monkeypatch.setattr(onnx_runtime.OnnxParts, "_run", lambda self, *a: calls.append(a[0]) or run(self, *a))
+    after = synthesize_change(
+        before.image_path,
+        tmp_path / "after.tif",
+        map_path=tmp_path / "edited.tif",
+        device="cpu",
+        runtime="onnx",
+    )
+    assert after.plan.synth.runtime == "onnx" and {"unet", "decoder"} <= set(calls)
+    kw = dict(model=str(model), **ONE_STEP)
+    eager, onnx = (plan_synthesis(TOWN_BBOX, tmp_path / "x.tif", runtime=r, **kw) for r in ("torch", "onnx"))
+    assert plan_fingerprint(eager) != plan_fingerprint(onnx)
+
+
+def test_one_session_per_thread_count(model):
+    from geodiff.models import load_model
+
+    m = load_model(str(model), "cpu", runtime="onnx")
+    latents = torch.zeros(1, m.latent_channels, 8, 8)
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            m.decode_latents(latents)
+    finally:
+        torch.set_num_threads(before)
+    threads = sorted(s.get_session_options().intra_op_num_threads for s in m.onnx.sessions.values())
+    assert threads == [1, 2]  # --threads (a Dask worker's count) reaches ONNX Runtime
