@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import distributed
@@ -72,6 +73,10 @@ def test_distributed_run_equals_single_process_bit_for_bit(
 ):
     if runtime == "onnx":
         pytest.importorskip("onnxruntime")
+        # the workers export into this test's cache, not the user's (they began before this test's env); both
+        # export the same graphs at once on first use, as a user's run does
+        cache = str(get_settings().cache_dir)
+        client.run(lambda: os.environ.__setitem__("GEODIFF_CACHE_DIR", cache))
     kw = dict(quality=quality, runtime=runtime)
     single = synthesize(_plan(tmp_path / "single.tif", tiny_model, **kw), settings=SETTINGS)
     plan = _plan(tmp_path / "dist.tif", tiny_model, **kw)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geodiff.errors import InvalidParameterError, ModelError
+from geodiff.errors import InvalidParameterError, ModelError, OutputError
 from geodiff.options import RUNTIMES
 
 TOLERANCE = 1e-3
@@ -164,7 +164,12 @@ class OnnxParts:
     def _session(self, part: str, inputs: tuple[torch.Tensor, ...]) -> Any:
         path = self._path(part, inputs)
         if not path.is_file():
-            self._export(part, inputs, path)
+            try:
+                self._export(part, inputs, path)
+            except OutputError:
+                if not path.is_file():
+                    raise
+                # another process (a Dask worker beside this one) published the same checked graph first
         return self._open(path)
 
     def _export(self, part: str, inputs: tuple[torch.Tensor, ...], path: Path) -> None:

@@ -176,3 +176,22 @@ def test_one_session_per_thread_count(model):
         torch.set_num_threads(before)
     threads = sorted(s.get_session_options().intra_op_num_threads for s in m.onnx.sessions.values())
     assert threads == [1, 2]  # --threads (a Dask worker's count) reaches ONNX Runtime
+
+
+def test_a_graph_another_process_publishes_meanwhile_is_used(model, monkeypatch):
+    from geodiff.models import load_model
+
+    ours, theirs = (load_model(str(model), "cpu", runtime="onnx") for _ in range(2))  # two Dask workers
+    latents = torch.zeros(1, ours.latent_channels, 8, 8)
+    export, raced = torch.onnx.export, []
+
+    def export_while_the_other_publishes(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        if not raced:
+            raced.append(True)
+            theirs.decode_latents(latents)  # the other worker exports and publishes the same graph first
+        return export(*a, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", export_while_the_other_publishes)
+    got = ours.decode_latents(latents)  # finds the graph published during its own export: no error, uses it
+    torch.testing.assert_close(got, theirs.decode_latents(latents), rtol=0, atol=0)
+    assert raced and len(list((get_settings().cache_dir / "onnx").glob("decoder-*.onnx"))) == 1
