@@ -84,7 +84,7 @@ def _digest(call: nn.Module) -> str:
     import diffusers
     import onnxruntime
 
-    from geodiff import __version__
+    from geodiff._version import __version__
 
     part = next(iter(call.children()))
     versions = f"geodiff {__version__} torch {torch.__version__} diffusers {diffusers.__version__} "
