@@ -213,6 +213,17 @@ def report(args: argparse.Namespace) -> None:
                 mean, lo, hi = t_interval(diffs)
                 row["change"] = {"seeds": paired, "runs": diffs, "mean": mean, "ci95": [lo, hi]}
             table.append(row)
+    # arm against arm, paired by size and seed: synthetic pairs against as many real ones (the ceiling), and the
+    # fast sampler's pairs against the full one's
+    between = []
+    for size in sizes:
+        for a, b in (("+synthetic", "+real"), ("+synthetic-osm", "+real"), ("+synthetic-fast", "+synthetic")):
+            seeds = sorted(s for (n, s, arm) in by if n == size and arm == a and (size, s, b) in by)
+            if seeds:
+                diffs = [by[size, s, a]["miou"] - by[size, s, b]["miou"] for s in seeds]
+                mean, lo, hi = t_interval(diffs)
+                between.append({"size": size, "arm": a, "against": b, "seeds": seeds, "runs": diffs,
+                                "mean": mean, "ci95": [lo, hi]})  # fmt: skip
     res = {
         "experiment": "augmentation by real-set size",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -226,6 +237,7 @@ def report(args: argparse.Namespace) -> None:
             "model": str(args.model or "geodiff-default"),
         },  # fmt: skip
         "table": table,
+        "between_arms": between,
         "runs": runs,
     }
     header = f"| real tiles | arm | seeds | mIoU mean ± std | change vs real (95 % CI) | {' | '.join(CLASS_NAMES)} |"
@@ -238,6 +250,14 @@ def report(args: argparse.Namespace) -> None:
         )
         lines.append(f"| {row['size']} | {row['arm']} | {len(row['seeds'])} | {row['miou_mean']:.3f} ± "
                      f"{row['miou_std']:.3f} | {change} | {per} |")  # fmt: skip
+    lines += [
+        "",
+        "| real tiles | arm | against | seeds | mIoU difference (95 % CI) |",
+        "|---|---|---|---|---|",
+    ]
+    for d in between:
+        lines.append(f"| {d['size']} | {d['arm']} | {d['against']} | {len(d['seeds'])} | {d['mean']:+.3f} "
+                     f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(res, indent=2))
