@@ -59,21 +59,16 @@ def osm_cells(tile: int, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     (the OSM benchmark's filter: >= 10 % mapped, <= half water, not at the extract's edge), its areas left out."""
     import osm_maps
 
-    from geodiff.classes import BACKGROUND, WATER
-
     rng = np.random.default_rng(seed)
     per_place = {}
     for place in OSM_PLACES:
         class_map, grid = osm_maps.place_map(place, 1.0, REPO / "runs")
         bench = {(a.row // tile, a.col // tile) for a in osm_maps.pick_areas(place, class_map, grid, tile)}
-        rows, cols = class_map.shape[0] // tile, class_map.shape[1] // tile
-        cells = []
-        for i in range(1, rows - 1):
-            for j in range(1, cols - 1):
-                cell = class_map[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile]
-                mapped, water = (cell != BACKGROUND).mean(), (cell == WATER).mean()
-                if (i, j) not in bench and mapped >= osm_maps.MIN_MAPPED and water <= osm_maps.MAX_WATER:
-                    cells.append((cell, f"osm:{place}@{i},{j}"))
+        cells = [
+            (cell, f"osm:{place}@{i},{j}")
+            for i, j, cell in osm_maps.eligible_cells(class_map, tile)
+            if (i, j) not in bench
+        ]
         per_place[place] = [cells[k] for k in rng.permutation(len(cells))]
         print(f"{place}: {len(cells)} eligible cells", flush=True)
     picked: list[tuple[np.ndarray, str]] = []
@@ -186,6 +181,7 @@ def t_interval(diffs: list[float]) -> tuple[float, float, float]:
 
 def report(args: argparse.Namespace) -> None:
     from geodiff.classes import CLASS_NAMES
+    from geodiff.evaluate.experiment import summarise_runs
 
     runs_path = Path(f"{args.runs or args.out}_runs.jsonl")
     runs = done_runs(runs_path)
@@ -194,36 +190,38 @@ def report(args: argparse.Namespace) -> None:
     by = {(r["size"], r["seed"], r["arm"]): r for r in runs}
     sizes = sorted({r["size"] for r in runs})
     arms = ["real", *(f"+{p}" for p in POOLS)]
+
+    def paired(size: int, arm: str, against: str) -> dict | None:
+        """``arm`` minus ``against`` by seed at ``size``: the runs, their mean and its 95 % interval."""
+        seeds = sorted(s for (n, s, a) in by if n == size and a == arm and (size, s, against) in by)
+        if not seeds:
+            return None
+        diffs = [by[size, s, arm]["miou"] - by[size, s, against]["miou"] for s in seeds]
+        mean, lo, hi = t_interval(diffs)
+        return {"seeds": seeds, "runs": diffs, "mean": mean, "ci95": [lo, hi]}
+
     table, lines = [], []
     for size in sizes:
         for arm in arms:
             seeds = sorted(s for (n, s, a) in by if n == size and a == arm)
             if not seeds:
                 continue
-            mious = [by[size, s, arm]["miou"] for s in seeds]
-            row = {"size": size, "arm": arm, "seeds": seeds, "miou_mean": float(np.mean(mious)),
-                   "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else 0.0,
-                   "per_class": {c: float(np.mean([v for s in seeds
-                                                   if (v := by[size, s, arm]["per_class"].get(c)) is not None]))
-                                 for c in CLASS_NAMES
-                                 if any(by[size, s, arm]["per_class"].get(c) is not None for s in seeds)}}  # fmt: skip
-            if arm != "real":
-                paired = [s for s in seeds if (size, s, "real") in by]
-                diffs = [by[size, s, arm]["miou"] - by[size, s, "real"]["miou"] for s in paired]
-                mean, lo, hi = t_interval(diffs)
-                row["change"] = {"seeds": paired, "runs": diffs, "mean": mean, "ci95": [lo, hi]}
+            row = {
+                "size": size,
+                "arm": arm,
+                "seeds": seeds,
+                **summarise_runs([by[size, s, arm] for s in seeds]),
+            }
+            if arm != "real" and (change := paired(size, arm, "real")) is not None:
+                row["change"] = change
             table.append(row)
-    # arm against arm, paired by size and seed: synthetic pairs against as many real ones (the ceiling), and the
-    # fast sampler's pairs against the full one's
-    between = []
-    for size in sizes:
-        for a, b in (("+synthetic", "+real"), ("+synthetic-osm", "+real"), ("+synthetic-fast", "+synthetic")):
-            seeds = sorted(s for (n, s, arm) in by if n == size and arm == a and (size, s, b) in by)
-            if seeds:
-                diffs = [by[size, s, a]["miou"] - by[size, s, b]["miou"] for s in seeds]
-                mean, lo, hi = t_interval(diffs)
-                between.append({"size": size, "arm": a, "against": b, "seeds": seeds, "runs": diffs,
-                                "mean": mean, "ci95": [lo, hi]})  # fmt: skip
+    # arm against arm: synthetic pairs against as many real ones (the ceiling), the fast sampler's against the full
+    between = [
+        {"size": size, "arm": a, "against": b, **d}
+        for size in sizes
+        for a, b in (("+synthetic", "+real"), ("+synthetic-osm", "+real"), ("+synthetic-fast", "+synthetic"))
+        if (d := paired(size, a, b)) is not None
+    ]
     res = {
         "experiment": "augmentation by real-set size",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -246,7 +244,8 @@ def report(args: argparse.Namespace) -> None:
         ch = row.get("change")
         change = "" if ch is None else f"{ch['mean']:+.3f} [{ch['ci95'][0]:+.3f}, {ch['ci95'][1]:+.3f}]"
         per = " | ".join(
-            f"{row['per_class'][c]:.3f}" if c in row["per_class"] else "n/a" for c in CLASS_NAMES
+            "n/a" if row["per_class"][c] is None else f"{row['per_class'][c]['mean']:.3f}"
+            for c in CLASS_NAMES
         )
         lines.append(f"| {row['size']} | {row['arm']} | {len(row['seeds'])} | {row['miou_mean']:.3f} ± "
                      f"{row['miou_std']:.3f} | {change} | {per} |")  # fmt: skip

@@ -82,8 +82,23 @@ def place_map(place: str, resolution: float, cache: Path):
     return class_map, grid
 
 
+def eligible_cells(class_map: np.ndarray, tile: int) -> list[tuple[int, int, np.ndarray]]:
+    """``(row, col, cell)`` of the model-tile cells of a place's map that are not at the extract's edge
+    (features clipped), have >= MIN_MAPPED mapped pixels and are <= MAX_WATER water."""
+    from geodiff.classes import BACKGROUND, WATER
+
+    out = []
+    for i in range(1, class_map.shape[0] // tile - 1):
+        for j in range(1, class_map.shape[1] // tile - 1):
+            cell = class_map[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile]
+            # land cells: the sea (Monaco, Helsinki) is drawn as water and would fill the sparse end
+            if (cell != BACKGROUND).mean() >= MIN_MAPPED and (cell == WATER).mean() <= MAX_WATER:
+                out.append((i, j, cell))
+    return out
+
+
 def pick_areas(place: str, class_map: np.ndarray, grid, tile: int) -> list[Area]:
-    from geodiff.classes import BACKGROUND, BUILDING, WATER
+    from geodiff.classes import BUILDING
     from geodiff.noise import place_key
     from geodiff.synth import global_origin
 
@@ -100,13 +115,7 @@ def pick_areas(place: str, class_map: np.ndarray, grid, tile: int) -> list[Area]
         h, w = min(tile, class_map.shape[0]), min(tile, class_map.shape[1])
         r, c = (class_map.shape[0] - h) // 2, (class_map.shape[1] - w) // 2
         return [area(r, c, 0.5, False, h, w)]
-    cells = []
-    for i in range(1, rows - 1):
-        for j in range(1, cols - 1):
-            cell = class_map[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile]
-            # land cells: the sea (Monaco, Helsinki) is drawn as water and would fill the sparse end
-            if (cell != BACKGROUND).mean() >= MIN_MAPPED and (cell == WATER).mean() <= MAX_WATER:
-                cells.append(((cell == BUILDING).mean(), i, j))
+    cells = [((cell == BUILDING).mean(), i, j) for i, j, cell in eligible_cells(class_map, tile)]
     if not cells:
         raise SystemExit(f"{place}: no cell with {MIN_MAPPED:.0%} mapped pixels")
     cells.sort()

@@ -66,14 +66,19 @@ class SamplingOptions:
     def __post_init__(self) -> None:
         if self.quality is not None:
             check_quality(self.quality)
-        if self.runtime not in RUNTIMES:
-            raise InvalidParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        check_runtime_name(self.runtime)
 
 
 def check_quality(quality: str) -> str:
     if quality not in QUALITIES:
         raise InvalidParameterError(f"quality must be 'full' or 'fast', got {quality!r}")
     return quality
+
+
+def check_runtime_name(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise InvalidParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ from geodiff.evaluate.segmentation import SegNetConfig, iou_scores, predict, tra
 from geodiff.progress import ProgressCallback, report, scaled
 
 
-def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """mIoU mean, standard deviation and runs, and per-class IoU mean and deviation, of seg-net runs (dicts with
+    ``miou`` and ``per_class``)."""
     mious = np.array([r["miou"] for r in runs])
     per: dict[str, Any] = {}
     for name in CLASS_NAMES:
@@ -189,7 +191,7 @@ def augmentation_experiment(
 
 def _tabulate(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per-arm summaries and the changes against the real-only arm, paired by seed."""
-    summary = {arm: _summarise(runs) for arm, runs in results.items()}
+    summary = {arm: summarise_runs(runs) for arm, runs in results.items()}
     gains = {arm: _paired_change(results["real"], runs) for arm, runs in results.items() if arm != "real"}
     return {
         "summary": summary,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from geodiff.errors import InvalidParameterError, ModelError, OutputError
-from geodiff.options import RUNTIMES
+from geodiff.options import check_runtime_name
 
 TOLERANCE = 1e-3
 """Largest accepted max |onnx - torch| / max |torch| of an exported graph on its first inputs."""
@@ -35,8 +35,7 @@ _PACKAGES = ("onnxruntime", "onnx", "onnxscript")
 
 def check_runtime(runtime: str, device: str | torch.device | None = None) -> str:
     """Validate a runtime name (and that it can run on ``device`` with the installed packages)."""
-    if runtime not in RUNTIMES:
-        raise InvalidParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    check_runtime_name(runtime)
     if runtime == "onnx":
         if device is not None and torch.device(device).type != "cpu":
             raise InvalidParameterError(
