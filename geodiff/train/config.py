@@ -168,6 +168,9 @@ class RunSection:
     log_every: int = 10
     checkpoint_every: int = 200
     name: str = "geodiff"
+    budget_clock: str = "wall"
+    """What ``max_minutes`` and the logged seconds count: ``wall`` (elapsed time) or ``cpu`` (CPU time of this
+    process: an equal budget for runs that share cores with other work)."""
 
 
 @dataclass
@@ -345,6 +348,8 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         raise ConfigError(
             f"{source}: distill.target_decay must be in [0, 1), solver_steps >= 2, embed_dim >= 2, sample_steps >= 1"
         )
+    if cfg.run.budget_clock not in ("wall", "cpu"):
+        raise ConfigError(f"{source}: run.budget_clock must be 'wall' or 'cpu', got {cfg.run.budget_clock!r}")
     if cfg.run.mixed_precision not in ("bf16", "no"):
         raise ConfigError(f"{source}: run.mixed_precision must be 'bf16' or 'no'")
     if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):

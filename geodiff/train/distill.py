@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from geodiff.train.loops import (
     _save_checkpoint,
     _set_rng_state,
     _setup,
+    budget_clock,
     keep_snapshot,
     load_checkpoint,
 )
@@ -206,10 +206,11 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
         if resume and (out / "time.json").exists()
         else 0.0
     )
-    start, first_step, avg = time.monotonic(), step, None
+    clock = budget_clock(cfg)
+    start, first_step, avg = clock(), step, None
 
     def seconds() -> float:
-        return prior + time.monotonic() - start
+        return prior + clock() - start
 
     def checkpoint() -> None:
         _save_checkpoint(
@@ -271,7 +272,7 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
                 loss_avg=f"{avg:.5f}",
                 lr=f"{sched_lr.get_last_lr()[0]:.2e}",
                 elapsed_s=round(seconds(), 1),
-                s_per_step=round((time.monotonic() - start) / max(1, step - first_step), 3),
+                s_per_step=round((clock() - start) / max(1, step - first_step), 3),
             )
         report(progress, step / sec.steps, f"distill step {step}/{sec.steps} loss {avg:.4f}")
         if step % cfg.run.checkpoint_every == 0:

@@ -74,6 +74,12 @@ def _setup(cfg: TrainConfig) -> torch.device:
     return pick_device(cfg.run.device)
 
 
+def budget_clock(cfg: TrainConfig) -> Any:
+    """The clock ``max_minutes`` counts (``run.budget_clock``): CPU time gives runs that share cores an equal
+    budget, which wall time would not."""
+    return time.process_time if cfg.run.budget_clock == "cpu" else time.monotonic
+
+
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type == "cuda" and cfg.run.mixed_precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -309,14 +315,15 @@ def train_autoencoder(
         ["step", "loss", "l1", "mse", "reg", "g_loss", "d_loss", "d_weight", "lr", "elapsed_s"],
         from_step=step,
     )
-    start = time.monotonic()
+    clock = budget_clock(cfg)
+    start = clock()
 
     def checkpoint() -> None:
         state = {
             "model": vae.state_dict(),
             "optimizer": opt.state_dict(),
             "step": step,
-            "seconds": prior + time.monotonic() - start,
+            "seconds": prior + clock() - start,
             "rng": _rng_state(gen),
             "config": cfg.to_dict(),
         }
@@ -357,7 +364,7 @@ def train_autoencoder(
             raise ModelError(
                 f"autoencoder loss became {value} at step {step}; lower autoencoder.lr and resume"
             )
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
             log.write(
                 step=step,
@@ -382,7 +389,7 @@ def train_autoencoder(
     metrics = evaluate_autoencoder(vae, val_ds, device, sec.eval_tiles)
     metrics.update(
         step=step,
-        train_minutes=round((prior + time.monotonic() - start) / 60, 2),
+        train_minutes=round((prior + clock() - start) / 60, 2),
         scaling_factor=vae.config.scaling_factor,
         split=val_ds.split,
     )
@@ -590,7 +597,8 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         if resume and (out / "time.json").exists()
         else 0.0
     )
-    start = time.monotonic()
+    clock = budget_clock(cfg)
+    start = clock()
     first_step = step
     avg = None
     card: dict[str, Any] = {
@@ -619,10 +627,10 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "autoencoder": sec.autoencoder,
             },
         )
-        _write_json(out / "time.json", {"seconds": prior + time.monotonic() - start, "step": step})
+        _write_json(out / "time.json", {"seconds": prior + clock() - start, "step": step})
 
     def export() -> None:
-        card.update(step=step, train_seconds=round(prior + time.monotonic() - start, 1))
+        card.update(step=step, train_seconds=round(prior + clock() - start, 1))
         export_model(model, ema, cfg.output_dir, card)
 
     spent = (
@@ -646,7 +654,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         if not math.isfinite(value):
             raise ModelError(f"diffusion loss became {value} at step {step}; lower diffusion.lr and resume")
         avg = value if avg is None else 0.98 * avg + 0.02 * value
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         if step % cfg.run.log_every == 0 or step == sec.steps:
             per_step = elapsed / max(1, step - first_step)
             log.write(

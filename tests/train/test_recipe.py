@@ -319,6 +319,32 @@ def test_max_minutes_is_the_runs_total_across_resumes(tmp_path: Path, dataset: P
     assert _ckpt(ae_ckpt)["step"] == 3 and _ckpt(cfg.run_dir / "diffusion" / "checkpoint.pt")["step"] == 3
 
 
+def test_cpu_budget_clock_counts_the_processs_cpu_not_wall_time(
+    tmp_path: Path,
+    dataset: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    import geodiff.train.loops as loops
+
+    # a CPU clock that advances 10 min a reading: a 15 min CPU budget stops the run after a step or two, while
+    # the same budget in wall time (seconds here) lets the same run train all its steps
+    ticks = iter(range(0, 10**6, 600))
+    monkeypatch.setattr(loops.time, "process_time", lambda: float(next(ticks)))
+    for clock in ("cpu", "wall"):
+        cfg = _config(tmp_path, dataset, f"{clock}_budget", ae_steps=1, diff_steps=6)
+        cfg.diffusion.max_minutes = 15
+        cfg.run.budget_clock = clock
+        train_autoencoder(cfg)
+        train_diffusion(cfg)
+        state = json.loads((cfg.run_dir / "diffusion" / "time.json").read_text())
+        if clock == "cpu":
+            assert state["step"] < 6 and state["seconds"] >= 15 * 60
+        else:
+            assert state["step"] == 6 and state["seconds"] < 15 * 60
+
+
 def _finetune_config(
     tmp_path: Path, data: Path, pretrained: Path, steps: int, model_section: str = ""
 ) -> Path:
