@@ -146,7 +146,10 @@ def test_config_sections(tmp_path: Path, dataset: Path, extra: str, match: str |
         ({"data": {"path": "x"}, "model": {"conditioning": "magic"}}, "conditioning"),
         ({"data": {"path": "x"}, "model": {"unet_blocks": 3}}, "unknown key"),
         ({"data": {"path": "x"}, "run": {"device": "tpu"}}, "run.device"),
-        ({"data": {"path": "x"}, "run": {"budget_clock": "sundial"}}, "run.budget_clock must be .wall. or .cpu."),
+        (
+            {"data": {"path": "x"}, "run": {"budget_clock": "sundial"}},
+            "run.budget_clock must be .wall. or .cpu.",
+        ),
         ({"data": {}}, "data.path is required"),
         ({"data": {"path": "x", "crop": 30}}, "crop"),
         (
