@@ -188,14 +188,15 @@ def plan_change(
     batch_size: int = 8,
     overwrite: bool = False,
     settings: Settings | None = None,
-    runtime: str = "torch",
+    runtime: str | None = None,
 ) -> ChangePlan:
     """Plan the after image of ``before`` (a ``geodiff synth`` output) for an edited map.
 
     The after map is ``map_path`` (a class-map GeoTIFF on BEFORE's grid), ``edits_path`` (a vector layer of
     only the edited features, with ``class_field``: painted over BEFORE's map, e.g. features just drawn in QGIS)
     or a map source of the whole map (``osm_path``, ``vector_path``, neither: Overpass) rasterized like BEFORE's. ``model`` defaults to the one BEFORE names; it
-    must be the model that made BEFORE (its content hash, ``MODEL_SHA256``). Everything is checked here, before
+    must be the model that made BEFORE (its content hash, ``MODEL_SHA256``); ``runtime`` defaults to the one that made
+    BEFORE (its ``RUNTIME`` tag; torch for files older than the tag). Everything is checked here, before
     any weights or features are loaded: a BEFORE that is not a geodiff output, whose grid is not the one geodiff
     makes for its tags, or whose mask is missing or on another grid, is refused with one line.
     """
@@ -249,7 +250,7 @@ def plan_change(
         BBox(*grid.bounds, crs=grid.crs), out, mask_out=mask, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, model=ref, seed=seed, steps=steps, sampler=tags["SAMPLER"],
         quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size,
-        runtime=runtime, crs=grid.crs.to_wkt(),
+        runtime=runtime if runtime is not None else tags.get("RUNTIME", "torch"), crs=grid.crs.to_wkt(),
         blend=tags.get("BLEND", "True") != "False", overwrite=overwrite, settings=settings,
     )  # fmt: skip
     if not _same_grid(plan.grid, grid):

@@ -22,6 +22,7 @@ class Run(Protocol):
     steps: int
     sampler: str
     quality: str
+    runtime: str
     guidance_scale: float
     blend: bool
     device: str
@@ -37,6 +38,7 @@ def run_tags(plan: Run) -> dict[str, str]:
         "STEPS": plan.steps,
         "SAMPLER": plan.sampler,
         "QUALITY": plan.quality,
+        "RUNTIME": plan.runtime,  # `geodiff change` redoes BEFORE's windows on the runtime that made them
         "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
         "BLEND": plan.blend,
         "DEVICE": plan.device,

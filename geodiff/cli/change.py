@@ -72,7 +72,7 @@ from geodiff.options import ClusterOptions, SourceOptions
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per U-Net call."
 )
 @device_option
-@runtime_option
+@runtime_option(default=None, default_help=" Default: the runtime that made BEFORE (its RUNTIME tag).")
 @cluster_options(
     workers_help="Inpaint the regions around the edits as tasks on a local Dask cluster of N worker processes "
     "(for many edits over a large area; the same pixels as one process).",
@@ -92,7 +92,7 @@ def change(
     model: str | None,
     batch_size: int,
     device: str,
-    runtime: str,
+    runtime: str | None,
     cluster: ClusterOptions,
     progress_mode: str,
     overwrite: bool,

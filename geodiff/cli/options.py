@@ -133,17 +133,22 @@ def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
 
 
-def runtime_option(f: F) -> F:
-    """``--runtime torch|onnx``: eager PyTorch, or the U-Net and decoder on ONNX Runtime (CPU)."""
-    return click.option(
-        "--runtime",
-        type=click.Choice(RUNTIMES),
-        default="torch",
-        show_default=True,
-        help="onnx = the U-Net and decoder on ONNX Runtime: CPU only, about 1.4x faster per tile there, pixels "
-        "within one level of torch's; exported once per model and window size into the cache folder (20-40 s; "
-        "pip install 'geodiff[onnx]').",
-    )(f)
+def runtime_option(f: F | None = None, *, default: str | None = "torch", default_help: str = "") -> Any:
+    """``--runtime torch|onnx``: eager PyTorch, or the U-Net and decoder on ONNX Runtime (CPU). Used bare
+    (default torch) or as ``runtime_option(default=None, default_help=...)`` where another default applies."""
+
+    def decorate(g: F) -> F:
+        return click.option(
+            "--runtime",
+            type=click.Choice(RUNTIMES),
+            default=default,
+            show_default=default is not None,
+            help="onnx = the U-Net and decoder on ONNX Runtime: CPU only, about 1.4x faster per tile there, "
+            "pixels within one level of torch's; exported once per model and window size into the cache folder "
+            f"(20-40 s; pip install 'geodiff[onnx]').{default_help}",
+        )(g)
+
+    return decorate(f) if f is not None else decorate
 
 
 def threads_option(f: F) -> F:

@@ -132,7 +132,7 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
     model, tmp_path, exports, monkeypatch
 ):
     from geodiff.augment import generate_dataset
-    from geodiff.change import synthesize_change
+    from geodiff.change import plan_change, synthesize_change
     from geodiff.distributed import plan_fingerprint
     from geodiff.grid import parse_bbox
     from geodiff.io import write_class_map
@@ -141,7 +141,8 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
         tmp_path / "aug", windows=[parse_bbox(TOWN_BBOX)], model=str(model), runtime="onnx", **ONE_STEP
     )
     assert sorted(exports) == ["_DecoderCall", "_UNetCall"] and res.n_samples == 1
-    before = synthesize(TOWN_BBOX, tmp_path / "before.tif", model=str(model), **ONE_STEP)
+    before = synthesize(TOWN_BBOX, tmp_path / "before.tif", model=str(model), runtime="onnx", **ONE_STEP)
+    assert read_raster(before.image_path)[2]["RUNTIME"] == "onnx"
     mask, grid, _ = read_raster(before.mask_path)
     new = mask[0].copy()
     new[40:50, 60:75] = 1
@@ -149,14 +150,16 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
     calls = []
     run = onnx_runtime.OnnxParts._run
     monkeypatch.setattr(onnx_runtime.OnnxParts, "_run", lambda self, *a: calls.append(a[0]) or run(self, *a))
+    # no runtime named: BEFORE's windows are redone on the runtime its RUNTIME tag names
     after = synthesize_change(
-        before.image_path,
-        tmp_path / "after.tif",
-        map_path=tmp_path / "edited.tif",
-        device="cpu",
-        runtime="onnx",
+        before.image_path, tmp_path / "after.tif", map_path=tmp_path / "edited.tif", device="cpu"
     )
     assert after.plan.synth.runtime == "onnx" and {"unet", "decoder"} <= set(calls)
+    assert read_raster(after.image_path)[2]["RUNTIME"] == "onnx"
+    named = plan_change(
+        before.image_path, tmp_path / "t.tif", map_path=tmp_path / "edited.tif", device="cpu", runtime="torch"
+    )
+    assert named.synth.runtime == "torch"  # one the user names wins
     kw = dict(model=str(model), **ONE_STEP)
     eager, onnx = (plan_synthesis(TOWN_BBOX, tmp_path / "x.tif", runtime=r, **kw) for r in ("torch", "onnx"))
     assert plan_fingerprint(eager) != plan_fingerprint(onnx)

@@ -63,6 +63,7 @@ def test_change_passes_the_edits_and_loads_styled_outputs(fake_geodiff, tmp_path
     assert edits.endswith(".gpkg") and args[args.index("--class-field") + 1] == "class"
     assert args[args.index("--change-out") + 1] == str(tmp_path / "change.tif")
     assert args[args.index("--margin") + 1] == "4.0" and "--overwrite" in args
+    assert "--runtime" not in args  # default: geodiff redoes BEFORE on the runtime its tag names
     layers = {lyr.name(): lyr for lyr in project.mapLayers().values()}
     change = layers["Change mask · before"]
     assert change.renderer().type() == "paletted"
@@ -73,6 +74,9 @@ def test_change_passes_the_edits_and_loads_styled_outputs(fake_geodiff, tmp_path
     processing.run("geodiff:change", params, feedback=QgsProcessingFeedback())
     args = json.loads(fake_geodiff.args_file.read_text())
     assert "--vector" in args and "--edits" not in args
+    processing.run("geodiff:change", {**params, "RUNTIME": "onnx"}, feedback=QgsProcessingFeedback())
+    args = json.loads(fake_geodiff.args_file.read_text())
+    assert args[args.index("--runtime") + 1] == "onnx"
 
 
 def test_real_change_of_a_real_synthesis(qgis_app, sample_osm, tmp_path):

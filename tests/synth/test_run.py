@@ -46,7 +46,7 @@ def test_outputs_are_georeferenced_exactly(town_run, tiny_model):
     class_map, _ = rasterize_bbox(TOWN_BBOX, resolution=2.0, osm_path=TOWN)
     np.testing.assert_array_equal(mask[0], class_map)
     assert tags["SEED"] == "5" and tags["STEPS"] == "3" and "OpenStreetMap" in tags["ATTRIBUTION"]
-    assert tags["GEODIFF_VERSION"] and tags["MODEL"]
+    assert tags["GEODIFF_VERSION"] and tags["MODEL"] and tags["RUNTIME"] == "torch"
     assert mtags["CLASSES"].startswith("0:background")
     assert rgb.std() > 1  # an image, not a constant
 

@@ -22,6 +22,9 @@ class ChangeAlgorithm(GeodiffAlgorithm):
     CHANGE_OUTPUT = "CHANGE_OUTPUT"
     DEVICE = "DEVICE"
     DEVICES = ["auto", "cpu", "cuda"]
+    RUNTIME = "RUNTIME"
+    SAME_RUNTIME = "as the before image was made"
+    RUNTIMES = [SAME_RUNTIME, "torch", "onnx"]  # by name; the first passes no --runtime (geodiff reads the tag)
     # appended only: saved models and scripts keep their index
     HOLDS = ["only the edits (painted over the before image's map)", "the whole edited map"]
     ICON = "synthesize.svg"
@@ -94,6 +97,14 @@ class ChangeAlgorithm(GeodiffAlgorithm):
                 )
             )
         )
+        runtime = QgsProcessingParameterEnum(
+            self.RUNTIME,
+            self.tr("Runtime (default: the one that made the before image; onnx needs ONNX Runtime installed)"),
+            options=self.RUNTIMES,
+            defaultValue=self.SAME_RUNTIME,
+        )
+        runtime.setUsesStaticStrings(True)
+        self.addParameter(advanced(runtime))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("After image")))
         self.addParameter(QgsProcessingParameterRasterDestination(self.CHANGE_OUTPUT, self.tr("Change mask")))
         self.addParameter(
@@ -118,6 +129,9 @@ class ChangeAlgorithm(GeodiffAlgorithm):
         args += ["--out", out, "--change-out", change, "--mask-out", mask]
         args += ["--margin", repr(self.parameterAsDouble(parameters, self.MARGIN, context))]
         args += ["--device", self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        runtime = self.parameterAsEnumString(parameters, self.RUNTIME, context) or self.SAME_RUNTIME
+        if runtime != self.SAME_RUNTIME:  # only when named: older geodiff installs know no --runtime
+            args += ["--runtime", runtime]
         self.run_cli(["change", *args], feedback)
         for path, label in (
             (out, self.tr("After image")),
