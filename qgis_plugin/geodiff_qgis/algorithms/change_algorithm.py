@@ -24,7 +24,11 @@ class ChangeAlgorithm(GeodiffAlgorithm):
     DEVICES = ["auto", "cpu", "cuda"]
     RUNTIME = "RUNTIME"
     SAME_RUNTIME = "as the before image was made"
-    RUNTIMES = [SAME_RUNTIME, "torch", "onnx"]  # by name; the first passes no --runtime (geodiff reads the tag)
+    RUNTIMES = [
+        SAME_RUNTIME,
+        "torch",
+        "onnx",
+    ]  # by name; the first passes no --runtime (geodiff reads the tag)
     # appended only: saved models and scripts keep their index
     HOLDS = ["only the edits (painted over the before image's map)", "the whole edited map"]
     ICON = "synthesize.svg"
@@ -99,7 +103,9 @@ class ChangeAlgorithm(GeodiffAlgorithm):
         )
         runtime = QgsProcessingParameterEnum(
             self.RUNTIME,
-            self.tr("Runtime (default: the one that made the before image; onnx needs ONNX Runtime installed)"),
+            self.tr(
+                "Runtime (default: the one that made the before image; onnx needs ONNX Runtime installed)"
+            ),
             options=self.RUNTIMES,
             defaultValue=self.SAME_RUNTIME,
         )
