@@ -24,11 +24,8 @@ class ChangeAlgorithm(GeodiffAlgorithm):
     DEVICES = ["auto", "cpu", "cuda"]
     RUNTIME = "RUNTIME"
     SAME_RUNTIME = "as the before image was made"
-    RUNTIMES = [
-        SAME_RUNTIME,
-        "torch",
-        "onnx",
-    ]  # by name; the first passes no --runtime (geodiff reads the tag)
+    # chosen by name; the first passes no --runtime (geodiff reads BEFORE's tag)
+    RUNTIMES = [SAME_RUNTIME, "torch", "onnx"]
     # appended only: saved models and scripts keep their index
     HOLDS = ["only the edits (painted over the before image's map)", "the whole edited map"]
     ICON = "synthesize.svg"
