@@ -184,7 +184,9 @@ class OnnxParts:
         verify = lambda tmp: self._check(part, self._open(tmp), inputs)  # noqa: E731
         with atomic_path(path, overwrite=True, verify=verify) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's business
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            exporter_log = logging.getLogger("torch.onnx")
+            level = exporter_log.level
+            exporter_log.setLevel(logging.ERROR)  # for this export only: the user's logging is theirs
             try:
                 torch.onnx.export(
                     self.calls[part], example, str(tmp), dynamo=True, external_data=False, verbose=False,
@@ -194,6 +196,8 @@ class OnnxParts:
                 raise ModelError(
                     f"could not export the model's {part} to ONNX ({_one_line(exc)}): use --runtime torch"
                 ) from exc
+            finally:
+                exporter_log.setLevel(level)
 
     @staticmethod
     def _dynamic_batch(part: str, n: int, dim: dict) -> tuple:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +138,14 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
     from geodiff.grid import parse_bbox
     from geodiff.io import write_class_map
 
+    exporter_log = logging.getLogger("torch.onnx")
+    exporter_log.setLevel(logging.INFO)  # a user's own logging setup
     res = generate_dataset(
         tmp_path / "aug", windows=[parse_bbox(TOWN_BBOX)], model=str(model), runtime="onnx", **ONE_STEP
     )
     assert sorted(exports) == ["_DecoderCall", "_UNetCall"] and res.n_samples == 1
+    assert exporter_log.level == logging.INFO  # quietened for the exports only
+    exporter_log.setLevel(logging.NOTSET)
     before = synthesize(TOWN_BBOX, tmp_path / "before.tif", model=str(model), runtime="onnx", **ONE_STEP)
     assert read_raster(before.image_path)[2]["RUNTIME"] == "onnx"
     mask, grid, _ = read_raster(before.mask_path)
