@@ -12,7 +12,8 @@ The protocol of issue 31 (and the fast-pairs check of issue 34), beside the sing
    rasterized with the product's rasterizer, the OSM benchmark's areas left out) and ``real`` (the donors' own
    photos: the ceiling, what 64 more *real* tiles would give);
 3. for each size N and seed s: N real tiles drawn (with s) from the training split minus the donors; the seg net
-   trained with seed s on those alone (``real``) and on those + each pool (``+pool``), same steps for all arms;
+   trained with seed s on those alone (``real``) and on those + each pool (``+pool``), same steps for all arms
+   (``--segnet-steps``) or as many epochs (``--segnet-epochs``: more tiles, more steps);
 4. the paired change of each arm against ``real`` (same size, same seed, same real tiles): mean and a 95 %
    t-interval over seeds.
 
@@ -156,13 +157,18 @@ def run_study(args: argparse.Namespace) -> None:
             for arm, pairs in arms.items():
                 if (size, seed, arm) in have:
                     continue
+                # fixed steps for every arm, or (--segnet-epochs) steps that grow with the arm's tiles
+                steps = (
+                    round(args.segnet_epochs * len(pairs) / 8) if args.segnet_epochs else args.segnet_steps
+                )
                 net, rec = train_segnet(
-                    pairs.images, pairs.masks, config=cfg, steps=args.segnet_steps, batch_size=8,
+                    pairs.images, pairs.masks, config=cfg, steps=steps, batch_size=8,
                     crop=args.crop, seed=seed, device="cpu",
                 )  # fmt: skip
                 scores = iou_scores(predict(net, test.images), test.masks)
                 append_run(runs_path, {
                     "size": size, "seed": seed, "arm": arm, "n_train": len(pairs), "miou": scores["miou"],
+                    "segnet_steps": steps, "segnet_epochs": args.segnet_epochs,
                     "per_class": scores["per_class"], "train_seconds": round(rec.seconds, 1),
                     "threads": torch.get_num_threads(), "host": platform.node(),
                 })  # fmt: skip
@@ -187,6 +193,11 @@ def report(args: argparse.Namespace) -> None:
     runs = done_runs(runs_path)
     if not runs:
         raise SystemExit(f"no runs in {runs_path}")
+    budgets = {r.get("segnet_epochs", 0) for r in runs}
+    if len(budgets) > 1:
+        raise SystemExit(
+            f"{runs_path} mixes seg-net budgets (--segnet-epochs {sorted(budgets)}): one per --out"
+        )
     by = {(r["size"], r["seed"], r["arm"]): r for r in runs}
     sizes = sorted({r["size"] for r in runs})
     arms = ["real", *(f"+{p}" for p in POOLS)]
@@ -228,6 +239,7 @@ def report(args: argparse.Namespace) -> None:
         "setup": {
             "pool_size": N_POOL,
             "segnet_steps": args.segnet_steps,
+            "segnet_epochs": budgets.pop(),  # 0: the fixed segnet_steps for every arm
             "segnet_base": args.segnet_base,
             "crop": args.crop,
             "split_seed": args.split_seed,
@@ -271,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="32,16,64", help="real-set sizes, in the order they are run")
     p.add_argument("--fast-sizes", default="32", help="sizes that also get the +synthetic-fast arm")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
-    p.add_argument("--segnet-steps", type=int, default=600)
+    p.add_argument("--segnet-steps", type=int, default=600, help="seg-net steps of every arm")
+    p.add_argument(
+        "--segnet-epochs", type=float, default=0,
+        help="instead: steps = epochs x the arm's tiles / batch 8 (a budget that grows with the data)",
+    )  # fmt: skip
     p.add_argument("--segnet-base", type=int, default=12)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--split-seed", type=int, default=0)
