@@ -140,7 +140,11 @@ def run_study(args: argparse.Namespace) -> None:
     if args.pools_only:
         return
     runs_path = Path(f"{args.out}_runs.jsonl")
-    have = {(r["size"], r["seed"], r["arm"]) for r in done_runs(runs_path)}
+    done = done_runs(runs_path)
+    budgets = {r.get("segnet_epochs", 0) for r in done} - {args.segnet_epochs}
+    if budgets:  # the runs already there would be skipped as done, though trained on another budget
+        raise SystemExit(f"{runs_path} holds runs at --segnet-epochs {sorted(budgets)}: give another --out")
+    have = {(r["size"], r["seed"], r["arm"]) for r in done}
     cfg = SegNetConfig(base_channels=args.segnet_base)
     sizes = [int(s) for s in args.sizes.split(",")]
     fast_sizes = {int(s) for s in args.fast_sizes.split(",") if s}
@@ -159,7 +163,9 @@ def run_study(args: argparse.Namespace) -> None:
                     continue
                 # fixed steps for every arm, or (--segnet-epochs) steps that grow with the arm's tiles
                 steps = (
-                    round(args.segnet_epochs * len(pairs) / 8) if args.segnet_epochs else args.segnet_steps
+                    max(1, round(args.segnet_epochs * len(pairs) / 8))
+                    if args.segnet_epochs
+                    else args.segnet_steps
                 )
                 net, rec = train_segnet(
                     pairs.images, pairs.masks, config=cfg, steps=steps, batch_size=8,
@@ -238,8 +244,8 @@ def report(args: argparse.Namespace) -> None:
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "setup": {
             "pool_size": N_POOL,
-            "segnet_steps": args.segnet_steps,
-            "segnet_epochs": budgets.pop(),  # 0: the fixed segnet_steps for every arm
+            "segnet_epochs": budgets.pop(),  # 0: the fixed segnet_steps below for every arm
+            "segnet_steps": sorted({r.get("segnet_steps", args.segnet_steps) for r in runs}),
             "segnet_base": args.segnet_base,
             "crop": args.crop,
             "split_seed": args.split_seed,

@@ -144,6 +144,20 @@ class ChangePlan:
         return [*self.synth.outputs, self.change_path]
 
 
+def _before_runtime(tags: dict[str, str], device: str) -> str:
+    """The runtime that made BEFORE (its ``RUNTIME`` tag), if it can run here; else torch. The runtimes differ by
+    at most a grey level and only the area around the change is drawn anew, so no user choice is overridden: one
+    named with ``runtime=`` is used as given (and refused if it cannot run)."""
+    from geodiff.model.onnx_runtime import check_runtime
+    from geodiff.models import resolve_device
+
+    made_with = tags.get("RUNTIME", "torch")
+    try:
+        return check_runtime(made_with, resolve_device(device))
+    except InvalidParameterError:  # onnx on a GPU host, or without its packages; an unknown name too
+        return "torch"
+
+
 def _same_grid(a: Grid, b: Grid) -> bool:
     return a.shape == b.shape and a.crs == b.crs and a.transform.almost_equals(b.transform, precision=1e-6)
 
@@ -196,7 +210,7 @@ def plan_change(
     only the edited features, with ``class_field``: painted over BEFORE's map, e.g. features just drawn in QGIS)
     or a map source of the whole map (``osm_path``, ``vector_path``, neither: Overpass) rasterized like BEFORE's. ``model`` defaults to the one BEFORE names; it
     must be the model that made BEFORE (its content hash, ``MODEL_SHA256``); ``runtime`` defaults to the one that made
-    BEFORE (its ``RUNTIME`` tag; torch for files older than the tag). Everything is checked here, before
+    BEFORE (its ``RUNTIME`` tag) where that can run here, else torch. Everything is checked here, before
     any weights or features are loaded: a BEFORE that is not a geodiff output, whose grid is not the one geodiff
     makes for its tags, or whose mask is missing or on another grid, is refused with one line.
     """
@@ -250,7 +264,7 @@ def plan_change(
         BBox(*grid.bounds, crs=grid.crs), out, mask_out=mask, osm_path=osm_path, vector_path=vector_path,
         class_field=class_field, model=ref, seed=seed, steps=steps, sampler=tags["SAMPLER"],
         quality=tags.get("QUALITY", "full"), guidance_scale=guidance, device=device, batch_size=batch_size,
-        runtime=runtime if runtime is not None else tags.get("RUNTIME", "torch"), crs=grid.crs.to_wkt(),
+        runtime=runtime if runtime is not None else _before_runtime(tags, device), crs=grid.crs.to_wkt(),
         blend=tags.get("BLEND", "True") != "False", overwrite=overwrite, settings=settings,
     )  # fmt: skip
     if not _same_grid(plan.grid, grid):

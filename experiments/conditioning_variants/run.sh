@@ -18,13 +18,18 @@ LIMIT=${LIMIT:-64}
 OSM_ARGS=${OSM_ARGS:-}
 
 train() {
-    geodiff train autoencoder --config "$HERE/variant$1.toml" --progress none > /dev/null   # v3's, copied (steps = 0)
+    local run=runs/variants/variant$1
+    [ -f "$run/trained" ] && return
+    [ -d "$run/autoencoder/vae" ] ||   # v3's, copied (steps = 0)
+        geodiff train autoencoder --config "$HERE/variant$1.toml" --progress none > /dev/null
     geodiff train diffusion --config "$HERE/variant$1.toml" --resume --progress none > /dev/null
+    touch "$run/trained"   # the budget is spent: judge may start (the model folder exists from the first steps)
     echo "$(date +%T) variant $1 trained"
 }
 
 judge() {
     local model=runs/variants/variant$1/model seed out
+    until [ -f "runs/variants/variant$1/trained" ]; do sleep 60; done   # the other queue may still train it
     for seed in $SEEDS; do
         out=runs/variants/eval/variant${1}_seed$seed
         [ -f "$out/report.json" ] || geodiff evaluate --data runs/data/dubai --model "$model" \
@@ -38,7 +43,12 @@ judge() {
 }
 
 mkdir -p runs/variants/osm
-if [ $# -gt 0 ]; then "$1" "$2"; exit; fi
-(train 1; train 3; train 5; judge 5) &
-(train 2; train 4; judge 1; judge 2; judge 3; judge 4) &
-wait
+case "${1:-}" in
+    train|judge) "$1" "$2"; exit ;;
+    "") ;;
+    *) echo "usage: run.sh [train N | judge N]" >&2; exit 2 ;;
+esac
+(train 1; train 3; train 5; judge 5) & a=$!
+(train 2; train 4; judge 1; judge 2; judge 3; judge 4) & b=$!
+rc=0; wait "$a" || rc=1; wait "$b" || rc=1   # a failed queue fails the script
+exit "$rc"

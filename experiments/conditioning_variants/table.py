@@ -15,6 +15,7 @@ import argparse
 import json
 import shutil
 import statistics
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,11 +23,8 @@ REPO = HERE.parents[1]
 VARIANTS = [1, 2, 3, 4, 5]
 
 
-def conditioning(n: int) -> str:
-    for line in (HERE / f"variant{n}.toml").read_text().splitlines():
-        if line.startswith("conditioning"):
-            return line.split("=", 1)[1].strip().strip('"')
-    raise ValueError(f"variant{n}.toml has no conditioning")
+def config(n: int) -> dict:
+    return tomllib.loads((HERE / f"variant{n}.toml").read_text())
 
 
 def collect(runs: Path) -> list[dict]:
@@ -35,7 +33,11 @@ def collect(runs: Path) -> list[dict]:
         trained = runs / f"variant{n}" / "diffusion" / "time.json"
         if not trained.exists():
             continue
-        time = json.loads(trained.read_text())
+        time, cfg = json.loads(trained.read_text()), config(n)
+        budget = cfg["diffusion"]["max_minutes"]
+        if time["seconds"] < budget * 60:  # still training (time.json exists from the first checkpoint)
+            print(f"variant {n}: {time['seconds'] / 60:.1f} of {budget} min trained; left out")
+            continue
         for report in sorted((runs / "eval").glob(f"variant{n}_seed*/report.json")):
             seed = int(report.parent.name.rsplit("seed", 1)[1])
             ev = json.loads(report.read_text())
@@ -49,10 +51,11 @@ def collect(runs: Path) -> list[dict]:
             rows.append(
                 {
                     "variant": n,
-                    "conditioning": conditioning(n),
+                    "conditioning": cfg["model"]["conditioning"],
+                    "budget": f"{budget:g} {cfg['run'].get('budget_clock', 'wall')} min",
                     "seed": seed,
                     "steps": time["step"],
-                    "train_cpu_minutes": round(time["seconds"] / 60, 1),
+                    "train_minutes": round(time["seconds"] / 60, 1),
                     "dubai_tiles": ev["meta"]["n_eval_tiles"],
                     "guidance_scale": ev["meta"]["guidance_scale"],
                     "sampling_steps": ev["meta"]["steps"],
@@ -84,7 +87,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| variant | conditioning | seed | steps in 30 CPU min | Dubai synthetic mIoU | fidelity ratio | KID | "
+        f"| variant | conditioning | seed | steps in {rows[0]['budget']} | Dubai synthetic mIoU | fidelity ratio | KID | "
         "sharpness | OSM mean place mIoU all / pick / held out | OSM worst place |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -143,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = collect(args.runs)
     if not rows:
         print(f"no judged variant in {args.runs}: run experiments/conditioning_variants/run.sh first")
+        return 2
+    if len({r["budget"] for r in rows}) > 1:
+        print(
+            f"the variants' budgets differ ({sorted({r['budget'] for r in rows})}): not a comparison at equal budget"
+        )
         return 2
     records = args.out / "records"
     records.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,8 @@ def write_model_card(folder: Path, model: Any, info: dict[str, Any]) -> Path:
         + (" (trained with map dropout)" if cfg.guidance_scale > 1 else " (off)")
         + " |",
         *_student_rows(folder),
-        f"| training steps | {info.get('step', '?')} diffusion steps, {info.get('train_seconds', 0) / 60:.0f} min |",
+        f"| training steps | {info.get('step', '?')} diffusion steps, {info.get('train_seconds', 0) / 60:.0f} "
+        f"{'CPU ' if info.get('config', {}).get('run', {}).get('budget_clock') == 'cpu' else ''}min |",
         (
             f"| autoencoder PSNR / SSIM / sharpness (val) | {ae.get('psnr_db', '?')} dB / {ae.get('ssim', '?')} / "
             f"{ae.get('sharpness', '?')} on {ae.get('tiles', '?')} held-out tiles |"

@@ -51,6 +51,8 @@ from geodiff.train.loops import (
     budget_clock,
     keep_snapshot,
     load_checkpoint,
+    prior_seconds,
+    time_record,
 )
 
 DISTILL_DIR = "distill"
@@ -201,10 +203,9 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
     log = CsvLog(
         out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step"], from_step=step
     )
-    prior = (
-        json.loads((out / "time.json").read_text())["seconds"]
-        if resume and (out / "time.json").exists()
-        else 0.0
+    time_file = out / "time.json"
+    prior = prior_seconds(
+        json.loads(time_file.read_text()) if resume and time_file.exists() else None, cfg, time_file
     )
     clock = budget_clock(cfg)
     start, first_step, avg = clock(), step, None
@@ -226,7 +227,7 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
                 "teacher_digest": teacher_digest,
             },
         )
-        (out / "time.json").write_text(json.dumps({"seconds": seconds(), "step": step}))
+        time_file.write_text(json.dumps(time_record(cfg, seconds(), step)))
 
     def export() -> None:
         info = StudentInfo(

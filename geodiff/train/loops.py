@@ -2,11 +2,11 @@
 
 Both are resumable (``checkpoint.pt`` in the run folder holds weights, optimizer, EMA, step and RNG states, and
 loads with ``torch.load(weights_only=True)``, so a crafted file cannot run code), log one CSV row per
-``log_every`` steps, honour a wall-clock budget (``max_minutes``) by saving and stopping, and use bf16 autocast on
-CUDA. Batches (tiles, crops, orientations, noise, timesteps) come from one seeded CPU generator whose state is
-checkpointed, so a resumed run continues exactly as an uninterrupted one would. What each call ends with is also
-kept as ``<part>/exports/step-NNNNNNN`` (part = ``autoencoder`` or ``diffusion``), since resuming rewrites
-the run's outputs and an earlier end point may be the better model.
+``log_every`` steps, honour a time budget (``max_minutes``, wall or CPU time: ``run.budget_clock``) by saving and
+stopping, and use bf16 autocast on CUDA. Batches (tiles, crops, orientations, noise, timesteps) come from one
+seeded CPU generator whose state is checkpointed, so a resumed run continues exactly as an uninterrupted one
+would. What each call ends with is also kept as ``<part>/exports/step-NNNNNNN`` (part = ``autoencoder`` or
+``diffusion``), since resuming rewrites the run's outputs and an earlier end point may be the better model.
 
 The recipe for little compute (all optional in the TOML config; the defaults reproduce the plain recipe):
 the autoencoder gets a PatchGAN hinge term with an adaptive weight (``autoencoder.disc_*``); the diffusion loss
@@ -78,6 +78,25 @@ def budget_clock(cfg: TrainConfig) -> Any:
     """The clock ``max_minutes`` counts (``run.budget_clock``): CPU time gives runs that share cores an equal
     budget, which wall time would not."""
     return time.process_time if cfg.run.budget_clock == "cpu" else time.monotonic
+
+
+def prior_seconds(record: dict[str, Any] | None, cfg: TrainConfig, where: Path) -> float:
+    """The seconds earlier invocations of a run trained (a checkpoint's or time.json's ``seconds``), refused
+    when they were counted on another clock than ``run.budget_clock`` (wall and CPU seconds do not add up)."""
+    if record is None:
+        return 0.0
+    made = record.get("clock", "wall")  # runs from before the setting counted wall time
+    if made != cfg.run.budget_clock:
+        raise ConfigError(
+            f"{where} counted its budget in {made} time but run.budget_clock is {cfg.run.budget_clock!r}: "
+            f"resume with budget_clock = {made!r}, or start a new run.dir"
+        )
+    return float(record.get("seconds", 0.0))
+
+
+def time_record(cfg: TrainConfig, seconds: float, step: int) -> dict[str, Any]:
+    """What time.json (and the autoencoder checkpoint) keeps of a run's budget."""
+    return {"seconds": seconds, "step": step, "clock": cfg.run.budget_clock}
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -303,7 +322,7 @@ def train_autoencoder(
         _continue_discriminator(cfg.resolve(sec.disc_pretrained), adversary, device)
     if resuming:
         state = load_checkpoint(ckpt_path, device)
-        prior = float(state.get("seconds", 0.0))
+        prior = prior_seconds(state, cfg, ckpt_path)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if adversary is not None and "disc" in state:  # a run may switch the GAN on when resumed
@@ -323,7 +342,7 @@ def train_autoencoder(
             "model": vae.state_dict(),
             "optimizer": opt.state_dict(),
             "step": step,
-            "seconds": prior + clock() - start,
+            **time_record(cfg, prior + clock() - start, step),
             "rng": _rng_state(gen),
             "config": cfg.to_dict(),
         }
@@ -592,10 +611,9 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step", "samples_per_s"],
         from_step=step,
     )
-    prior = (
-        json.loads((out / "time.json").read_text())["seconds"]
-        if resume and (out / "time.json").exists()
-        else 0.0
+    time_file = out / "time.json"
+    prior = prior_seconds(
+        json.loads(time_file.read_text()) if resume and time_file.exists() else None, cfg, time_file
     )
     clock = budget_clock(cfg)
     start = clock()
@@ -627,7 +645,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
                 "autoencoder": sec.autoencoder,
             },
         )
-        _write_json(out / "time.json", {"seconds": prior + clock() - start, "step": step})
+        _write_json(time_file, time_record(cfg, prior + clock() - start, step))
 
     def export() -> None:
         card.update(step=step, train_seconds=round(prior + clock() - start, 1))

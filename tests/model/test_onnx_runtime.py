@@ -139,13 +139,14 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
     from geodiff.io import write_class_map
 
     exporter_log = logging.getLogger("torch.onnx")
-    exporter_log.setLevel(logging.INFO)  # a user's own logging setup
+    monkeypatch.setattr(
+        exporter_log, "level", logging.INFO
+    )  # a user's own logging setup (undone after the test)
     res = generate_dataset(
         tmp_path / "aug", windows=[parse_bbox(TOWN_BBOX)], model=str(model), runtime="onnx", **ONE_STEP
     )
     assert sorted(exports) == ["_DecoderCall", "_UNetCall"] and res.n_samples == 1
     assert exporter_log.level == logging.INFO  # quietened for the exports only
-    exporter_log.setLevel(logging.NOTSET)
     before = synthesize(TOWN_BBOX, tmp_path / "before.tif", model=str(model), runtime="onnx", **ONE_STEP)
     assert read_raster(before.image_path)[2]["RUNTIME"] == "onnx"
     mask, grid, _ = read_raster(before.mask_path)
@@ -168,6 +169,12 @@ def test_augment_and_change_run_on_onnx_and_a_run_resumes_only_on_its_runtime(
     kw = dict(model=str(model), **ONE_STEP)
     eager, onnx = (plan_synthesis(TOWN_BBOX, tmp_path / "x.tif", runtime=r, **kw) for r in ("torch", "onnx"))
     assert plan_fingerprint(eager) != plan_fingerprint(onnx)
+    # BEFORE's onnx cannot run here (a machine without onnxruntime): unnamed, torch draws the change; named, refused
+    monkeypatch.setattr(onnx_runtime, "_PACKAGES", (*onnx_runtime._PACKAGES, "not_installed_package"))
+    edited = dict(map_path=tmp_path / "edited.tif", device="cpu")
+    assert plan_change(before.image_path, tmp_path / "u.tif", **edited).synth.runtime == "torch"
+    with pytest.raises(InvalidParameterError, match="not_installed_package"):
+        plan_change(before.image_path, tmp_path / "v.tif", runtime="onnx", **edited)
 
 
 def test_one_session_per_thread_count(model):

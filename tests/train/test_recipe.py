@@ -341,6 +341,12 @@ def test_cpu_budget_clock_counts_the_processs_cpu_not_wall_time(
         state = json.loads((cfg.run_dir / "diffusion" / "time.json").read_text())
         if clock == "cpu":
             assert state["step"] < 6 and state["seconds"] >= 15 * 60
+            cfg.run.budget_clock = (
+                "wall"  # CPU seconds and wall seconds do not add up: a resume must keep the clock
+            )
+            for stage in (train_autoencoder, train_diffusion):
+                with pytest.raises(ConfigError, match="counted its budget in cpu time.*budget_clock = 'cpu'"):
+                    stage(cfg, resume=True)
         else:
             assert state["step"] == 6 and state["seconds"] < 15 * 60
 
