@@ -42,7 +42,7 @@ judge() {
     echo "$(date +%T) variant $1 judged"
 }
 
-mkdir -p runs/variants/osm
+mkdir -p runs/variants/osm runs/variants/eval
 case "${1:-}" in
     train|judge) "$1" "$2"; exit ;;
     "") ;;
