@@ -5,8 +5,8 @@
 Per variant and judged seed: training steps in the equal CPU budget, the held-out Dubai judge scores (synthetic
 mIoU, its ratio to the real tiles' mIoU, seg-feature KID, sharpness) and the OSM benchmark (mean place mIoU on
 all / picking / held-out areas, worst place). Writes ``OUT/table.md`` and ``OUT/table.json`` and keeps the
-records they were made from (``OUT/records/``: evaluate's report.json, the OSM benchmark's json/md per variant)
-so the table can be checked without runs/.
+records they were made from (``OUT/records/``: evaluate's report.json, the OSM benchmark's json/md per variant,
+its picture grid for the first seed) so the table can be checked without runs/.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         name = f"variant{r['variant']}_seed{r['seed']}"
         shutil.copyfile(args.runs / "eval" / name / "report.json", records / f"{name}_dubai.json")
-        for suffix in (".json", ".md"):
+        for suffix in (".json", ".md") + (("_grid.jpg",) if r["seed"] == rows[0]["seed"] else ()):
             src = args.runs / "osm" / f"{name}{suffix}"
             if src.exists():
                 shutil.copyfile(src, records / f"{name}_osm{suffix}")
