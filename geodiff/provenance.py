@@ -38,7 +38,7 @@ def run_tags(plan: Run) -> dict[str, str]:
         "STEPS": plan.steps,
         "SAMPLER": plan.sampler,
         "QUALITY": plan.quality,
-        "RUNTIME": plan.runtime,  # `geodiff change` redoes BEFORE's windows on the runtime that made them
+        "RUNTIME": plan.runtime,  # `geodiff change` draws the change on the runtime that made BEFORE
         "GUIDANCE_SCALE": f"{plan.guidance_scale:g}",
         "BLEND": plan.blend,
         "DEVICE": plan.device,

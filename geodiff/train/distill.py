@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -48,10 +47,11 @@ from geodiff.train.loops import (
     _save_checkpoint,
     _set_rng_state,
     _setup,
+    _write_json,
     budget_clock,
     keep_snapshot,
     load_checkpoint,
-    prior_seconds,
+    resumed_seconds,
     time_record,
 )
 
@@ -204,9 +204,7 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
         out / "log.csv", ["step", "loss", "loss_avg", "lr", "elapsed_s", "s_per_step"], from_step=step
     )
     time_file = out / "time.json"
-    prior = prior_seconds(
-        json.loads(time_file.read_text()) if resume and time_file.exists() else None, cfg, time_file
-    )
+    prior = resumed_seconds(time_file, resume, cfg)
     clock = budget_clock(cfg)
     start, first_step, avg = clock(), step, None
 
@@ -227,7 +225,7 @@ def train_distill(cfg: TrainConfig, resume: bool = False, progress: ProgressCall
                 "teacher_digest": teacher_digest,
             },
         )
-        time_file.write_text(json.dumps(time_record(cfg, seconds(), step)))
+        _write_json(time_file, time_record(cfg, seconds(), step))
 
     def export() -> None:
         info = StudentInfo(

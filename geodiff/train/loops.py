@@ -94,6 +94,12 @@ def prior_seconds(record: dict[str, Any] | None, cfg: TrainConfig, where: Path) 
     return float(record.get("seconds", 0.0))
 
 
+def resumed_seconds(time_file: Path, resume: bool, cfg: TrainConfig) -> float:
+    """:func:`prior_seconds` of a part's ``time.json`` (0 for a fresh run)."""
+    record = json.loads(time_file.read_text()) if resume and time_file.exists() else None
+    return prior_seconds(record, cfg, time_file)
+
+
 def time_record(cfg: TrainConfig, seconds: float, step: int) -> dict[str, Any]:
     """What time.json (and the autoencoder checkpoint) keeps of a run's budget."""
     return {"seconds": seconds, "step": step, "clock": cfg.run.budget_clock}
@@ -612,9 +618,7 @@ def train_diffusion(cfg: TrainConfig, resume: bool = False, progress: ProgressCa
         from_step=step,
     )
     time_file = out / "time.json"
-    prior = prior_seconds(
-        json.loads(time_file.read_text()) if resume and time_file.exists() else None, cfg, time_file
-    )
+    prior = resumed_seconds(time_file, resume, cfg)
     clock = budget_clock(cfg)
     start = clock()
     first_step = step

@@ -40,6 +40,7 @@ CPU_SECONDS_PER_WINDOW_FAST = 0.6
 # Runtime 'onnx' (the U-Net and decoder on ONNX Runtime): seconds per tile divided by these on 2 CPU threads
 # (bench/results/runtime_cpu/README.md).
 CPU_ONNX_SPEEDUP = {"full": 1.47, "fast": 1.36}
+RUNTIMES = ["torch", "onnx"]  # geodiff's --runtime values, chosen by name in the dialogs
 MIN_RESOLUTION = 0.05  # metres per pixel: finer than any aerial model; keeps the dialog's spin box above 0
 
 # The CLI's option names in its messages, said in terms of this dialog's parameters.

@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import OSM_ATTRIBUTION, GeodiffAlgorithm, advanced
+from .base import OSM_ATTRIBUTION, RUNTIMES, GeodiffAlgorithm, advanced
 
 
 class ChangeAlgorithm(GeodiffAlgorithm):
@@ -25,7 +25,7 @@ class ChangeAlgorithm(GeodiffAlgorithm):
     RUNTIME = "RUNTIME"
     SAME_RUNTIME = "as the before image was made"
     # chosen by name; the first passes no --runtime (geodiff reads BEFORE's tag)
-    RUNTIMES = [SAME_RUNTIME, "torch", "onnx"]
+    RUNTIMES = [SAME_RUNTIME, *RUNTIMES]
     # appended only: saved models and scripts keep their index
     HOLDS = ["only the edits (painted over the before image's map)", "the whole edited map"]
     ICON = "synthesize.svg"

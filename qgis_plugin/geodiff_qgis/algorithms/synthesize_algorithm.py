@@ -15,6 +15,7 @@ from .base import (
     CPU_SECONDS_PER_WINDOW,
     CPU_SECONDS_PER_WINDOW_FAST,
     OSM_ATTRIBUTION,
+    RUNTIMES,
     GeodiffAlgorithm,
     advanced,
 )
@@ -35,7 +36,7 @@ class SamplingParameters:
     QUALITY = "QUALITY"
     QUALITIES = ["full", "fast"]  # geodiff's --quality values, chosen by name
     RUNTIME = "RUNTIME"
-    RUNTIMES = ["torch", "onnx"]  # geodiff's --runtime values, chosen by name
+    RUNTIMES = RUNTIMES  # base.RUNTIMES, as a class attribute like the other option lists
 
     def add_sampling_parameters(self):
         self.models = installed_models(self.executable_or_none())
