@@ -109,6 +109,11 @@ class OnnxParts:
         # travels to Dask workers without its sessions (they reopen the cached files)
         return {**vars(self), "sessions": {}}
 
+    def exported(self) -> bool:
+        """Whether both parts of these weights have a graph in the cache folder (a model's latent shape is fixed by
+        its config, so one graph per part serves it)."""
+        return all(any(self.folder.glob(f"{part}-{d}-*.onnx")) for part, d in self.digests.items())
+
     def unet(
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, t_cond: torch.Tensor | None
     ) -> Any:

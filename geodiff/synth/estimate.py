@@ -11,6 +11,17 @@ if TYPE_CHECKING:
     from geodiff.synth.plan import SynthPlan
 
 
+def model_to_time(model: GeodiffModel) -> GeodiffModel:
+    """The model an estimate times: ``model``, or its torch twin while its ONNX graphs are not exported yet.
+
+    Timing ONNX first exports the graphs, work a plan (a dry run) must not do before it answers; the run
+    exports them, and plans after it time ONNX itself.
+    """
+    if model.onnx is not None and not model.onnx.exported():
+        return model.with_runtime("torch")
+    return model
+
+
 def estimate_seconds(model: GeodiffModel, plan: SynthPlan) -> float:
     """Time one batched U-Net call and one decode on this device, scale to the plan."""
     import torch

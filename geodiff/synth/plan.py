@@ -15,7 +15,7 @@ from geodiff.grid import BBox, Grid, grid_for_bbox, parse_bbox
 from geodiff.models import ModelRef, resolve_device, resolve_model
 from geodiff.options import OutputOptions, Sampler, SamplingOptions, SourceOptions, options_from
 from geodiff.settings import Settings, get_settings
-from geodiff.synth.estimate import estimate_seconds
+from geodiff.synth.estimate import estimate_seconds, model_to_time
 from geodiff.tiling import Layout, layout_for, split_rows
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class SynthPlan:
     seconds_estimate: float | None = None
     quality: str = "full"
     runtime: str = "torch"
+    estimate_runtime: str | None = None
+    """The runtime the estimate was timed on: ``runtime``, or torch for ONNX graphs not exported yet."""
 
     @property
     def unet_passes(self) -> int:
@@ -107,7 +109,14 @@ class SynthPlan:
         if self.outputs:
             lines.append("outputs: " + ", ".join(str(p) for p in self.outputs))
         if self.seconds_estimate is not None:
-            lines.append(f"estimated time: {_fmt_seconds(self.seconds_estimate)}")
+            lines.append(
+                f"estimated time: {_fmt_seconds(self.seconds_estimate)}"
+                + (
+                    f" (timed on {self.estimate_runtime}: the {self.runtime} graphs are exported on the first run)"
+                    if self.estimate_runtime not in (None, self.runtime)
+                    else ""
+                )
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +141,7 @@ class SynthPlan:
             "outputs": [str(p) for p in self.outputs],
             "cog": self.cog,
             "seconds_estimate": None if self.seconds_estimate is None else round(self.seconds_estimate, 1),
+            "estimate_runtime": self.estimate_runtime,
         }
 
 
@@ -295,7 +305,8 @@ def plan_synthesis(
         Write Cloud-Optimized GeoTIFFs with internal overviews; default: for grids over
         ``settings.cog_min_pixels`` pixels (small areas stay plain tiled GeoTIFFs).
     estimate
-        Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model).
+        Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model; on torch
+        while the ONNX graphs of ``runtime="onnx"`` are not exported yet, :attr:`SynthPlan.estimate_runtime`).
     settings
         Default :func:`geodiff.settings.get_settings`.
     sampling, source, output
@@ -382,5 +393,6 @@ def plan_synthesis(
         runtime=sampling.runtime,
     )
     if estimate:
-        plan.seconds_estimate = estimate_seconds(ref.load(dev, quality, plan.runtime), plan)
+        timed = model_to_time(ref.load(dev, quality, plan.runtime))
+        plan.seconds_estimate, plan.estimate_runtime = estimate_seconds(timed, plan), timed.runtime
     return plan

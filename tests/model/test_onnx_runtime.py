@@ -61,6 +61,8 @@ def test_onnx_draws_torchs_pixels_within_tolerance_the_same_every_time(model, tm
     assert sorted(exports) == ["_DecoderCall", "_UNetCall"]  # one graph per part, batch left dynamic
     again = synthesize(TOWN_BBOX, tmp_path / "again.tif", runtime="onnx", **kw)
     assert len(exports) == 2  # the second run found both graphs in the cache folder
+    timed = plan_synthesis(TOWN_BBOX, tmp_path / "plan.tif", runtime="onnx", estimate=True, **kw)
+    assert timed.estimate_runtime == "onnx" and "exported on the first run" not in timed.describe()
     eager = synthesize(TOWN_BBOX, tmp_path / "torch.tif", **kw)
     other = synthesize(TOWN_BBOX, tmp_path / "other.tif", runtime="onnx", **{**kw, "seed": 5})
     a, a2, t, o = (_pixels(r) for r in (onnx, again, eager, other))
@@ -91,7 +93,7 @@ def test_onnx_needs_its_packages_and_the_cpu(model, tmp_path, monkeypatch):
         plan_synthesis(TOWN_BBOX, tmp_path / "x.tif", model=str(model), runtime="onnx", **KW)
 
 
-def test_cli_runtime_reaches_the_plan(model, tmp_path, capsys):
+def test_cli_runtime_reaches_the_plan(model, tmp_path, capsys, exports):
     args = [
         "synth",
         "--bbox",
@@ -108,7 +110,14 @@ def test_cli_runtime_reaches_the_plan(model, tmp_path, capsys):
     )
     assert rc == 0
     plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert plan["runtime"] == "onnx"
+    # a dry run answers without exporting: its estimate is timed on torch until a run has exported the graphs
+    assert plan["runtime"] == "onnx" and plan["estimate_runtime"] == "torch" and plan["seconds_estimate"] > 0
+    assert exports == [] and not list((get_settings().cache_dir / "onnx").glob("*"))
+    rc = main([*args, "--out", str(tmp_path / "a.tif"), "--runtime", "onnx", "--dry-run"])
+    assert (
+        rc == 0
+        and "(timed on torch: the onnx graphs are exported on the first run)" in capsys.readouterr().out
+    )
     rc = main([*args, "--out", str(tmp_path / "b.tif"), "--runtime", "tvm", "--dry-run"])
     assert rc == 2 and "'tvm' is not one of 'torch', 'onnx'" in capsys.readouterr().err
 
