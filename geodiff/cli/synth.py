@@ -102,6 +102,7 @@ def synth(
         crs=crs,
         blend=not no_blend,
         estimate=True,
+        dry_run=dry_run,
         sampling=sampling,
         source=source,
         output=output,

@@ -12,10 +12,10 @@ if TYPE_CHECKING:
 
 
 def model_to_time(model: GeodiffModel) -> GeodiffModel:
-    """The model an estimate times: ``model``, or its torch twin while its ONNX graphs are not exported yet.
+    """The model a dry run's estimate times: ``model``, or its torch twin while its ONNX graphs are not exported.
 
-    Timing ONNX first exports the graphs, work a plan (a dry run) must not do before it answers; the run
-    exports them, and plans after it time ONNX itself.
+    Timing ONNX first exports the graphs, work a dry run must not do before it answers; the first run exports
+    them, and plans after it time ONNX itself.
     """
     if model.onnx is not None and not model.onnx.exported():
         return model.with_runtime("torch")

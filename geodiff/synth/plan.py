@@ -261,6 +261,7 @@ def plan_synthesis(
     overwrite: bool = False,
     cog: bool | None = None,
     estimate: bool = False,
+    dry_run: bool = False,
     settings: Settings | None = None,
     sampling: SamplingOptions | None = None,
     source: SourceOptions | None = None,
@@ -305,8 +306,11 @@ def plan_synthesis(
         Write Cloud-Optimized GeoTIFFs with internal overviews; default: for grids over
         ``settings.cog_min_pixels`` pixels (small areas stay plain tiled GeoTIFFs).
     estimate
-        Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model; on torch
-        while the ONNX graphs of ``runtime="onnx"`` are not exported yet, :attr:`SynthPlan.estimate_runtime`).
+        Time one U-Net call on ``device`` to fill :attr:`SynthPlan.seconds_estimate` (loads the model; with
+        ``runtime="onnx"`` it exports the ONNX graphs the run will use, unless ``dry_run``).
+    dry_run
+        The plan is only shown, not run (``--dry-run``): the estimate does no work only a run needs, so ONNX graphs
+        not exported yet are timed on torch instead (:attr:`SynthPlan.estimate_runtime` says which).
     settings
         Default :func:`geodiff.settings.get_settings`.
     sampling, source, output
@@ -393,6 +397,9 @@ def plan_synthesis(
         runtime=sampling.runtime,
     )
     if estimate:
-        timed = model_to_time(ref.load(dev, quality, plan.runtime))
+        timed = ref.load(dev, quality, plan.runtime)
+        timed = (
+            model_to_time(timed) if dry_run else timed
+        )  # a run exports its graphs here, once for all workers
         plan.seconds_estimate, plan.estimate_runtime = estimate_seconds(timed, plan), timed.runtime
     return plan
