@@ -15,7 +15,9 @@ The protocol of issue 31 (and the fast-pairs check of issue 34), beside the sing
    trained with seed s on those alone (``real``) and on those + each pool (``+pool``), same steps for all arms
    (``--segnet-steps``) or as many epochs (``--segnet-epochs``: more tiles, more steps);
 4. the paired change of each arm against ``real`` (same size, same seed, same real tiles): mean and a 95 %
-   t-interval over seeds.
+   t-interval over seeds. With ``--segnet-epochs`` the arms with pairs also train longer than ``real``; a
+   control (``--arms real --segnet-steps S`` into another ``--out``) trains the real tiles alone for as many
+   steps, and ``--report --against CONTROL`` pairs every arm with it as well.
 
 Every run is appended to ``OUT_runs.jsonl`` as it finishes, so the study resumes where it stopped and two
 processes (one thread each, different ``--seeds``) can share one ``--out``; ``--report`` writes ``OUT.md`` and
@@ -148,6 +150,7 @@ def run_study(args: argparse.Namespace) -> None:
     cfg = SegNetConfig(base_channels=args.segnet_base)
     sizes = [int(s) for s in args.sizes.split(",")]
     fast_sizes = {int(s) for s in args.fast_sizes.split(",") if s}
+    only_arms = {a for a in args.arms.split(",") if a}
     for size in sizes:
         for seed in [int(s) for s in args.seeds.split(",")]:
             pick = np.random.default_rng([seed, size]).choice(rest_idx, size, replace=False)
@@ -159,7 +162,7 @@ def run_study(args: argparse.Namespace) -> None:
                 img, m = pools[pool]
                 arms[f"+{pool}"] = Pairs.concat(real, Pairs(img, m, [f"{pool}:{i}" for i in range(len(m))]))
             for arm, pairs in arms.items():
-                if (size, seed, arm) in have:
+                if (size, seed, arm) in have or (only_arms and arm not in only_arms):
                     continue
                 # fixed steps for every arm, or (--segnet-epochs) steps that grow with the arm's tiles
                 steps = (
@@ -207,6 +210,18 @@ def report(args: argparse.Namespace) -> None:
     by = {(r["size"], r["seed"], r["arm"]): r for r in runs}
     sizes = sorted({r["size"] for r in runs})
     arms = ["real", *(f"+{p}" for p in POOLS)]
+    controls = []
+    if (
+        args.against
+    ):  # the real arm trained at another budget (--arms real): does a gain need the pairs or the steps?
+        for r in done_runs(Path(f"{args.against}_runs.jsonl")):
+            if r["arm"] == "real":
+                name = f"real, {r.get('segnet_steps', args.segnet_steps)} steps"
+                by[r["size"], r["seed"], name] = r
+                controls += [name] if name not in controls else []
+        if not controls:
+            raise SystemExit(f"no real-arm runs in {args.against}_runs.jsonl")
+        arms += controls
 
     def paired(size: int, arm: str, against: str) -> dict | None:
         """``arm`` minus ``against`` by seed at ``size``: the runs, their mean and its 95 % interval."""
@@ -236,7 +251,12 @@ def report(args: argparse.Namespace) -> None:
     between = [
         {"size": size, "arm": a, "against": b, **d}
         for size in sizes
-        for a, b in (("+synthetic", "+real"), ("+synthetic-osm", "+real"), ("+synthetic-fast", "+synthetic"))
+        for a, b in (
+            ("+synthetic", "+real"),
+            ("+synthetic-osm", "+real"),
+            ("+synthetic-fast", "+synthetic"),
+            *((f"+{p}", c) for c in controls for p in POOLS if p != "synthetic-fast"),
+        )
         if (d := paired(size, a, b)) is not None
     ]
     res = {
@@ -255,6 +275,7 @@ def report(args: argparse.Namespace) -> None:
         "table": table,
         "between_arms": between,
         "runs": runs,
+        "control_runs": [r for (n, s, a), r in by.items() if a in controls],
     }
     header = f"| real tiles | arm | seeds | mIoU mean ± std | change vs real (95 % CI) | {' | '.join(CLASS_NAMES)} |"
     lines += [header, "|---" * (5 + len(CLASS_NAMES)) + "|"]
@@ -298,9 +319,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--arms",
+        default="",
+        help="run only these arms (e.g. 'real': a control at another budget; default all)",
+    )
     p.add_argument("--pools-only", action="store_true", help="build the pools and stop")
     p.add_argument("--report", action="store_true", help="tabulate OUT_runs.jsonl (or --runs) into OUT")
     p.add_argument("--runs", default=None, help="with --report: the base path of the runs file")
+    p.add_argument(
+        "--against", default=None,
+        help="with --report: the base path of a control's runs file (--arms real at another budget): every arm "
+        "is also paired with its real arm",
+    )  # fmt: skip
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     import torch

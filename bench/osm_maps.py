@@ -406,7 +406,7 @@ def markdown(results: dict) -> str:
             f"- target on that footing (a point estimate; see the interval): every place >= 0.8 x {a['mean']:.3f} "
             f"= {0.8 * a['mean']:.4f}",
         ]
-        targets["as places"] = 0.8 * a["mean"]
+        targets["group footing"] = 0.8 * a["mean"]
     lines += ["", "## Per place (pooled pixels of its areas), mIoU: all / picking areas / held-out areas", ""]
     places = list(dict.fromkeys(a["place"] for a in results["areas"]))
     runs = [(m, s) for m, v in results["models"].items() for s in v if s.startswith("seed")]
