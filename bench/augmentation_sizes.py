@@ -210,15 +210,14 @@ def report(args: argparse.Namespace) -> None:
     by = {(r["size"], r["seed"], r["arm"]): r for r in runs}
     sizes = sorted({r["size"] for r in runs})
     arms = ["real", *(f"+{p}" for p in POOLS)]
-    controls = []
-    if (
-        args.against
-    ):  # the real arm trained at another budget (--arms real): does a gain need the pairs or the steps?
+    controls: list[str] = []
+    # --against: the real arm trained at another budget (--arms real): does a gain need the pairs or the steps?
+    if args.against:
         for r in done_runs(Path(f"{args.against}_runs.jsonl")):
             if r["arm"] == "real":
                 name = f"real, {r.get('segnet_steps', args.segnet_steps)} steps"
                 by[r["size"], r["seed"], name] = r
-                controls += [name] if name not in controls else []
+        controls = sorted({a for (_, _, a) in by if a.startswith("real, ")})
         if not controls:
             raise SystemExit(f"no real-arm runs in {args.against}_runs.jsonl")
         arms += controls

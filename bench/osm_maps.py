@@ -133,20 +133,27 @@ def pick_areas(place: str, class_map: np.ndarray, grid, tile: int) -> list[Area]
     return out
 
 
-def judge_real_dubai(net, data: Path, limit: int = 64) -> float | None:
-    """The judge's mIoU on the real held-out Dubai tiles, the yardstick: the ``limit`` tiles that
-    ``geodiff evaluate --limit 64`` compares (the protocol of ``bench/results/eval_v3``)."""
+def judged_real_dubai(net, data: Path):
+    """``(test, pred)``: the real held-out Dubai tiles and the judge's reading of them, for both yardsticks
+    (None without the dataset)."""
     from geodiff.evaluate.data import load_splits
-    from geodiff.evaluate.segmentation import iou_scores, predict
+    from geodiff.evaluate.segmentation import predict
 
     if not (data / "manifest.json").is_file():
         return None
     test = load_splits(data, tile=256)["test"]
-    ev = test.subset(range(min(limit, len(test))))
-    return float(iou_scores(predict(net, ev.images), ev.masks)["miou"])
+    return test, predict(net, test.images)
 
 
-def judge_real_dubai_as_places(net, data: Path, group: int = 4, seed: int = 0) -> dict | None:
+def judge_real_dubai(test, pred: np.ndarray, limit: int = 64) -> float:
+    """The judge's mIoU on the real held-out Dubai tiles, the yardstick: the ``limit`` tiles that
+    ``geodiff evaluate --limit 64`` compares (the protocol of ``bench/results/eval_v3``)."""
+    from geodiff.evaluate.segmentation import iou_scores
+
+    return float(iou_scores(pred[:limit], test.masks[:limit])["miou"])
+
+
+def judge_real_dubai_as_places(test, pred: np.ndarray, group: int = 4, seed: int = 0) -> dict | None:
     """The yardstick with a place's metric and pooling: the judge on the real held-out Dubai tiles in groups of
     ``group`` tiles cut from one source image (a neighbourhood, as a place's areas come from one town; the
     leftover tiles of an image are not used), each group's pixels pooled as a place's areas are (a class the
@@ -160,12 +167,8 @@ def judge_real_dubai_as_places(net, data: Path, group: int = 4, seed: int = 0) -
     classes more often than the hand-labelled masks do."""
     from collections import defaultdict
 
-    from geodiff.evaluate.data import load_splits
-    from geodiff.evaluate.segmentation import iou_scores, predict
+    from geodiff.evaluate.segmentation import iou_scores
 
-    if not (data / "manifest.json").is_file():
-        return None
-    test = load_splits(data, tile=256)["test"]
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(test.names):  # built datasets name tiles "SOURCE@row,col"
         by_source[name.rsplit("@", 1)[0]].append(i)
@@ -175,7 +178,6 @@ def judge_real_dubai_as_places(net, data: Path, group: int = 4, seed: int = 0) -
     groups = {src: g for src, g in groups.items() if g}
     if len(groups) < 2:
         return None
-    pred = predict(net, test.images)
     scores = {src: [iou_scores(pred[g], test.masks[g])["miou"] for g in gs] for src, gs in groups.items()}
     flat = np.array([v for vs in scores.values() for v in vs])
     singles = [
@@ -268,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     models = dict(m.split("=", 1) for m in args.model)
     seeds = [int(s) for s in args.seeds.split(",")]
     net = load_segnet(JUDGE)
-    real = judge_real_dubai(net, args.data)
-    as_places = judge_real_dubai_as_places(net, args.data)
+    judged = judged_real_dubai(net, args.data)
+    real = judge_real_dubai(*judged) if judged else None
+    as_places = judge_real_dubai_as_places(*judged) if judged else None
     first = next(iter(models.values()))
     proto = resolve_model(first).load("cpu")
     tile, res = proto.config.tile_size, proto.config.resolution_m
@@ -365,7 +368,8 @@ def retable(path: Path, data: Path) -> int:
             "command": "bench/osm_maps.py " + found[0].group(1), "threads": int(found[1].group(1)),
             "torch": found[2].group(1), **results,
         }  # fmt: skip
-    as_places = judge_real_dubai_as_places(load_segnet(JUDGE), data)
+    judged = judged_real_dubai(load_segnet(JUDGE), data)
+    as_places = judge_real_dubai_as_places(*judged) if judged else None
     if as_places is None:
         raise SystemExit(
             f"no real held-out Dubai tiles in {data} to score as places: build the dataset (--data)"

@@ -398,8 +398,7 @@ def plan_synthesis(
     )
     if estimate:
         timed = ref.load(dev, quality, plan.runtime)
-        timed = (
-            model_to_time(timed) if dry_run else timed
-        )  # a run exports its graphs here, once for all workers
+        if dry_run:  # a run's estimate exports its ONNX graphs here, once for all workers; a dry run must not
+            timed = model_to_time(timed)
         plan.seconds_estimate, plan.estimate_runtime = estimate_seconds(timed, plan), timed.runtime
     return plan
