@@ -27,6 +27,9 @@ processes (one thread each, different ``--seeds``) can share one ``--out``; ``--
     python bench/augmentation_sizes.py --data runs/data/dubai --seeds 0,2,4,6,8 --threads 1 --out runs/aug_sizes/study &
     python bench/augmentation_sizes.py --data runs/data/dubai --seeds 1,3,5,7,9 --threads 1 --out runs/aug_sizes/study &
     wait; python bench/augmentation_sizes.py --data runs/data/dubai --report --out bench/results/augmentation_sizes/study
+
+``--report --runs A,B --steps S`` tabulates several studies' runs at exactly S seg-net steps, so arms from a
+fixed-step study, a growing-budget study and a control are compared at equal steps in one table.
 """
 
 from __future__ import annotations
@@ -198,16 +201,24 @@ def report(args: argparse.Namespace) -> None:
     from geodiff.classes import CLASS_NAMES
     from geodiff.evaluate.experiment import summarise_runs
 
-    runs_path = Path(f"{args.runs or args.out}_runs.jsonl")
-    runs = done_runs(runs_path)
+    bases = (args.runs or args.out).split(",")
+    runs = [r for base in bases for r in done_runs(Path(f"{base}_runs.jsonl"))]
+    if args.steps:  # equal steps: every arm at this many, whichever study (fixed or growing budget) ran it
+        runs = [r for r in runs if r.get("segnet_steps", args.segnet_steps) == args.steps]
     if not runs:
-        raise SystemExit(f"no runs in {runs_path}")
+        raise SystemExit(f"no runs{f' at {args.steps} steps' if args.steps else ''} in {', '.join(bases)}")
     budgets = {r.get("segnet_epochs", 0) for r in runs}
-    if len(budgets) > 1:
+    if len(budgets) > 1 and not args.steps:
         raise SystemExit(
-            f"{runs_path} mixes seg-net budgets (--segnet-epochs {sorted(budgets)}): one per --out"
+            f"{', '.join(bases)} mix seg-net budgets (--segnet-epochs {sorted(budgets)}): one per --out, "
+            "or pick runs at equal --steps"
         )
-    by = {(r["size"], r["seed"], r["arm"]): r for r in runs}
+    by: dict[tuple, dict] = {}
+    for r in runs:
+        key = (r["size"], r["seed"], r["arm"])
+        if key in by:
+            raise SystemExit(f"two runs of size {key[0]}, seed {key[1]}, arm {key[2]} in {', '.join(bases)}")
+        by[key] = r
     sizes = sorted({r["size"] for r in runs})
     arms = ["real", *(f"+{p}" for p in POOLS)]
     controls: list[str] = []
@@ -263,7 +274,7 @@ def report(args: argparse.Namespace) -> None:
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "setup": {
             "pool_size": N_POOL,
-            "segnet_epochs": budgets.pop(),  # 0: the fixed segnet_steps below for every arm
+            "segnet_epochs": sorted(budgets) if args.steps else budgets.pop(),  # 0: fixed segnet_steps
             "segnet_steps": sorted({r.get("segnet_steps", args.segnet_steps) for r in runs}),
             "segnet_base": args.segnet_base,
             "crop": args.crop,
@@ -325,7 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pools-only", action="store_true", help="build the pools and stop")
     p.add_argument("--report", action="store_true", help="tabulate OUT_runs.jsonl (or --runs) into OUT")
-    p.add_argument("--runs", default=None, help="with --report: the base path of the runs file")
+    p.add_argument(
+        "--runs", default=None,
+        help="with --report: the base path(s) of the runs file(s), comma-separated (default --out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--steps", type=int, default=0,
+        help="with --report: only the runs trained this many seg-net steps (arms compared at equal steps)",
+    )  # fmt: skip
     p.add_argument(
         "--against", default=None,
         help="with --report: the base path of a control's runs file (--arms real at another budget): every arm "
