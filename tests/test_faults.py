@@ -757,6 +757,9 @@ def test_ctrl_c_on_a_dask_run_is_one_line(tmp_path: Path, tiny_model: Path) -> N
         [*GEODIFF, "synth", "--bbox", BOX, "--osm", str(TOWN), "--model", str(tiny_model), "--out", str(out),
          "--steps", "1000", "--sampler", "ddpm", "--device", "cpu", "--workers", "2", "--progress", "json"],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # a terminal's foreground job hears Ctrl-C; a test run started in the background (`cmd &` in a script)
+        # would hand its children SIGINT ignored, and Python keeps it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     for line in proc.stderr:  # type: ignore[union-attr]
         if '"cluster"' in line:
