@@ -201,10 +201,13 @@ def report(args: argparse.Namespace) -> None:
     from geodiff.classes import CLASS_NAMES
     from geodiff.evaluate.experiment import summarise_runs
 
+    def steps_of(run: dict) -> int:  # runs recorded before the key trained the default --segnet-steps
+        return run.get("segnet_steps", args.segnet_steps)
+
     bases = (args.runs or args.out).split(",")
     runs = [r for base in bases for r in done_runs(Path(f"{base}_runs.jsonl"))]
     if args.steps:  # equal steps: every arm at this many, whichever study (fixed or growing budget) ran it
-        runs = [r for r in runs if r.get("segnet_steps", args.segnet_steps) == args.steps]
+        runs = [r for r in runs if steps_of(r) == args.steps]
     if not runs:
         raise SystemExit(f"no runs{f' at {args.steps} steps' if args.steps else ''} in {', '.join(bases)}")
     budgets = {r.get("segnet_epochs", 0) for r in runs}
@@ -226,7 +229,7 @@ def report(args: argparse.Namespace) -> None:
     if args.against:
         for r in done_runs(Path(f"{args.against}_runs.jsonl")):
             if r["arm"] == "real":
-                name = f"real, {r.get('segnet_steps', args.segnet_steps)} steps"
+                name = f"real, {steps_of(r)} steps"
                 by[r["size"], r["seed"], name] = r
         controls = sorted({a for (_, _, a) in by if a.startswith("real, ")})
         if not controls:
@@ -275,7 +278,7 @@ def report(args: argparse.Namespace) -> None:
         "setup": {
             "pool_size": N_POOL,
             "segnet_epochs": sorted(budgets) if args.steps else budgets.pop(),  # 0: fixed segnet_steps
-            "segnet_steps": sorted({r.get("segnet_steps", args.segnet_steps) for r in runs}),
+            "segnet_steps": sorted({steps_of(r) for r in runs}),
             "segnet_base": args.segnet_base,
             "crop": args.crop,
             "split_seed": args.split_seed,
